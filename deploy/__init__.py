@@ -1,0 +1,1 @@
+"""Deployment: native start/stop scripts, provisioning from the catalog, the container image."""

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# `make run`: the infrastructure, then every service as its own process; logs streamed; Ctrl-C
+# (or `make stop` from another shell) stops the services and the infrastructure cleanly.
+# Usage: run.sh run|stop|status
+source "$(dirname "$0")/lib.sh"
+HERE="$(dirname "$0")"
+PY="$REPO_ROOT/.venv/bin/python"
+RUN="$STATE/run"
+
+services() {
+  local d
+  for d in "$REPO_ROOT"/services/*/; do
+    [[ -f "$d/__main__.py" ]] && basename "$d"
+  done
+}
+
+stop_services() {
+  local s
+  for s in $(services); do stop_pid "$RUN/svc-$s.pid" "$s"; done
+}
+
+run() {
+  bash "$HERE/infra.sh" up
+  set -a; source "$STATE/env"; set +a
+  mkdir -p "$RUN" "$STATE/logs"
+  local s port logs=()
+  for s in $(services); do
+    if pid_alive "$RUN/svc-$s.pid"; then log "$s already running"; continue; fi
+    (cd "$REPO_ROOT" && setsid "$PY" -m "services.$s" >>"$STATE/logs/$s.log" 2>&1 </dev/null & echo $! >"$RUN/svc-$s.pid")
+    logs+=("$STATE/logs/$s.log")
+  done
+  trap 'echo; stop_services; bash "$HERE/infra.sh" down; exit 0' INT TERM
+  echo
+  echo "Rekisteri is running:"
+  echo "  Kafka       127.0.0.1:$KAFKA_PORT (SASL_PLAINTEXT, SCRAM-SHA-512; users per service)"
+  echo "  PostgreSQL  127.0.0.1:$PG_PORT database rekisteri (one role and schema per service)"
+  echo "  S3          http://127.0.0.1:$S3_PORT (SeaweedFS; one identity per service)"
+  for s in $(services); do
+    port_var="${s^^}_HEALTH_PORT"; port="${!port_var:-0}"
+    echo "  $s: pid $(cat "$RUN/svc-$s.pid"), health http://127.0.0.1:$port/health, log $STATE/logs/$s.log"
+  done
+  echo "  settings and local credentials: $STATE/env (generated; never commit)"
+  echo "Streaming logs; Ctrl-C or 'make stop' stops everything."
+  echo
+  if ((${#logs[@]})); then
+    tail -n 0 -F "${logs[@]}" &
+  fi
+  # Wait until stopped from another shell (the pid files vanish) or interrupted.
+  while pid_alive "$STATE/run/kafka.pid"; do sleep 1; done
+  stop_services
+  log "stopped"
+}
+
+stop() {
+  stop_services
+  bash "$HERE/infra.sh" down
+}
+
+status() {
+  local s
+  for s in $(services); do
+    if pid_alive "$RUN/svc-$s.pid"; then echo "$s: running (pid $(cat "$RUN/svc-$s.pid"))"; else echo "$s: stopped"; fi
+  done
+}
+
+"${1:-status}"

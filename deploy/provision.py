@@ -1,0 +1,331 @@
+"""Provision the infrastructure from the catalog in `contracts/`: least privilege from day one.
+
+Each service gets its own Kafka SCRAM user with ACLs on just the topics it produces or consumes
+and its own consumer groups, its own Postgres role owning just its schema, and its own S3
+identity on just its buckets. Local secrets are generated once into the state folder
+(`.rekisteri/secrets.env`, mode 0600) and never committed.
+
+Usage: python -m deploy.provision secrets|s3-config|kafka|postgres|s3|env|all
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Final
+
+import asyncpg
+from minio import Minio
+
+from contracts.topics import AUDITOR, BUCKETS, CLINIC_APP, OPERATOR, SERVICES, all_topics
+
+REPO_ROOT: Final = Path(__file__).resolve().parent.parent
+STATE: Final = Path(os.environ.get("REKISTERI_STATE", REPO_ROOT / ".rekisteri"))
+CACHE: Final = Path(
+    os.environ.get(
+        "REKISTERI_CACHE",
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rekisteri",
+    )
+)
+KAFKA_VERSION: Final = os.environ.get("KAFKA_VERSION", "4.4.0")
+KAFKA_PORT: Final = int(os.environ.get("REKISTERI_KAFKA_PORT", "19092"))
+PG_PORT: Final = int(os.environ.get("REKISTERI_PG_PORT", "15432"))
+S3_PORT: Final = int(os.environ.get("REKISTERI_S3_PORT", "18333"))
+HEALTH_BASE_PORT: Final = int(os.environ.get("REKISTERI_HEALTH_BASE_PORT", "18100"))
+DATABASE: Final = "rekisteri"
+COMPACTION_MS: Final = os.environ.get("REKISTERI_COMPACTION_MS")
+
+KAFKA_PRINCIPALS: Final = (*SERVICES, CLINIC_APP, OPERATOR, AUDITOR)
+SECRETS_FILE: Final = STATE / "secrets.env"
+ENV_FILE: Final = STATE / "env"
+
+
+def _var(name: str) -> str:
+    return name.upper().replace("-", "_")
+
+
+def pg_role(service: str) -> str:
+    """The Postgres role of a service."""
+    return f"svc_{service}"
+
+
+def load_secrets() -> dict[str, str]:
+    """Read the generated secrets (KEY=VALUE lines)."""
+    out: dict[str, str] = {}
+    for line in SECRETS_FILE.read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            out[key] = value.strip("'")
+    return out
+
+
+def generate_secrets() -> None:
+    """Create the local secrets once; later runs keep them (rotating would lock data out)."""
+    if SECRETS_FILE.exists():
+        return
+    STATE.mkdir(parents=True, exist_ok=True)
+
+    def pw() -> str:
+        return secrets.token_urlsafe(24)
+
+    values = {
+        "KAFKA_ADMIN_PASSWORD": pw(),
+        "PG_ADMIN_PASSWORD": pw(),
+        "S3_ADMIN_ACCESS_KEY": "admin" + secrets.token_hex(6),
+        "S3_ADMIN_SECRET_KEY": pw(),
+        "REKISTERI_KEK": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "ANALYTICS_PSEUDONYM_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+    }
+    for principal in KAFKA_PRINCIPALS:
+        values[f"KAFKA_PASSWORD_{_var(principal)}"] = pw()
+    for service in SERVICES:
+        values[f"PG_PASSWORD_{_var(service)}"] = pw()
+        values[f"S3_ACCESS_KEY_{_var(service)}"] = f"{service}{secrets.token_hex(6)}"
+        values[f"S3_SECRET_KEY_{_var(service)}"] = pw()
+    tmp = SECRETS_FILE.with_suffix(".tmp")
+    tmp.write_text(
+        "# Local secrets generated on first start. Never commit; delete with `make clean`.\n"
+        + "".join(f"{k}='{v}'\n" for k, v in values.items()),
+        encoding="utf-8",
+    )
+    tmp.chmod(0o600)
+    tmp.rename(SECRETS_FILE)
+    print(f"provision: generated local secrets in {SECRETS_FILE}")
+
+
+def s3_config() -> None:
+    """Write SeaweedFS's identities: an admin, and each service on just its buckets."""
+    sec = load_secrets()
+    identities: list[dict[str, object]] = [
+        {
+            "name": "admin",
+            "credentials": [
+                {"accessKey": sec["S3_ADMIN_ACCESS_KEY"], "secretKey": sec["S3_ADMIN_SECRET_KEY"]}
+            ],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+    ]
+    for service in SERVICES:
+        buckets = [b for b, owners in BUCKETS.items() if service in owners]
+        identities.append(
+            {
+                "name": service,
+                "credentials": [
+                    {
+                        "accessKey": sec[f"S3_ACCESS_KEY_{_var(service)}"],
+                        "secretKey": sec[f"S3_SECRET_KEY_{_var(service)}"],
+                    }
+                ],
+                "actions": [f"{a}:{b}" for b in buckets for a in ("Read", "Write", "List")],
+            }
+        )
+    path = STATE / "s3" / "identities.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"identities": identities}, indent=2), encoding="utf-8")
+    path.chmod(0o600)
+
+
+def kafka_plan() -> str:
+    """Render the Kafka plan (topics, users, ACLs) for deploy/kafka/Provision.java."""
+    sec = load_secrets()
+    compaction = int(COMPACTION_MS) if COMPACTION_MS else None
+    lines = ["# generated from contracts/topics.py"]
+    for t in all_topics():
+        conf = ",".join(f"{k}={v}" for k, v in t.config(compaction_ms=compaction).items())
+        lines.append(f"topic {t.name} {t.partitions} {conf}")
+    for principal in KAFKA_PRINCIPALS:
+        lines.append(f"user {principal} {sec[f'KAFKA_PASSWORD_{_var(principal)}']}")
+    for t in all_topics():
+        for p in t.producers:
+            lines.extend(f"acl User:{p} TOPIC LITERAL {t.name} {op}" for op in ("WRITE", "DESCRIBE"))
+        for c in t.consumers:
+            lines.extend(f"acl User:{c} TOPIC LITERAL {t.name} {op}" for op in ("READ", "DESCRIBE"))
+    for principal in KAFKA_PRINCIPALS:
+        # Each principal's consumer groups are named `<principal>` or `<principal>.<suffix>`.
+        lines.append(f"acl User:{principal} GROUP PREFIXED {principal} READ")
+    lines.extend(
+        f"acl User:{OPERATOR} {kind} {pattern} {name} {op}"
+        for kind, pattern, name, op in (
+            ("GROUP", "PREFIXED", "rekisteri.", "DESCRIBE"),
+            ("TOPIC", "PREFIXED", "", "DESCRIBE"),
+            ("CLUSTER", "LITERAL", "kafka-cluster", "DESCRIBE"),
+        )
+        if name
+    )
+    # Lag per group is read by the operator: describe every service group.
+    lines.extend(f"acl User:{OPERATOR} GROUP PREFIXED {s} DESCRIBE" for s in SERVICES)
+    lines.extend(
+        f"acl User:{OPERATOR} TOPIC LITERAL {t.name} DESCRIBE" for t in all_topics()
+    )
+    return "\n".join(dict.fromkeys(lines)) + "\n"
+
+
+def provision_kafka() -> None:
+    """Create topics, SCRAM users and ACLs with one run of the Java Admin client."""
+    sec = load_secrets()
+    kdir = STATE / "kafka"
+    kdir.mkdir(parents=True, exist_ok=True)
+    admin = kdir / "admin.properties"
+    admin.write_text(
+        f"bootstrap.servers=127.0.0.1:{KAFKA_PORT}\n"
+        "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\n"
+        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="admin" password="{sec["KAFKA_ADMIN_PASSWORD"]}";\n',
+        encoding="utf-8",
+    )
+    admin.chmod(0o600)
+    plan = kdir / "plan.txt"
+    plan.write_text(kafka_plan(), encoding="utf-8")
+    plan.chmod(0o600)
+    lib = CACHE / f"kafka-{KAFKA_VERSION}" / "lib"
+    subprocess.run(  # noqa: S603
+        [  # noqa: S607
+            "java",
+            "-Xmx256m",
+            "-Dlog4j2.configurationFile=" + str(REPO_ROOT / "deploy/kafka/log4j2-quiet.properties"),
+            "-cp",
+            f"{lib}/*",
+            str(REPO_ROOT / "deploy/kafka/Provision.java"),
+            str(admin),
+            str(plan),
+        ],
+        check=True,
+    )
+
+
+async def _provision_postgres() -> None:
+    sec = load_secrets()
+    admin_dsn = f"postgresql://postgres:{sec['PG_ADMIN_PASSWORD']}@127.0.0.1:{PG_PORT}/postgres"
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE):
+            await conn.execute(f'CREATE DATABASE "{DATABASE}"')
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(admin_dsn.rsplit("/", 1)[0] + f"/{DATABASE}")
+    try:
+        await conn.execute(
+            f"""
+            REVOKE ALL ON DATABASE "{DATABASE}" FROM PUBLIC;
+            REVOKE ALL ON SCHEMA public FROM PUBLIC;
+            """
+        )
+        for service in SERVICES:
+            role = pg_role(service)
+            password = sec[f"PG_PASSWORD_{_var(service)}"]
+            exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
+            verb = "ALTER" if exists else "CREATE"
+            # Passwords are generated url-safe tokens; quote_literal guards anyway.
+            quoted = await conn.fetchval("SELECT quote_literal($1)", password)
+            await conn.execute(
+                f"{verb} ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                f"CONNECTION LIMIT 60 PASSWORD {quoted}"
+            )
+            await conn.execute(
+                f"""
+                GRANT CONNECT, TEMPORARY ON DATABASE "{DATABASE}" TO {role};
+                CREATE SCHEMA IF NOT EXISTS {service} AUTHORIZATION {role};
+                ALTER SCHEMA {service} OWNER TO {role};
+                REVOKE ALL ON SCHEMA {service} FROM PUBLIC;
+                ALTER ROLE {role} IN DATABASE "{DATABASE}" SET search_path = {service};
+                """
+            )
+    finally:
+        await conn.close()
+    print(f"postgres: database {DATABASE}, {len(SERVICES)} roles each owning its schema")
+
+
+def provision_s3() -> None:
+    """Create the buckets (as admin); access is fixed by the identities file."""
+    sec = load_secrets()
+    client = Minio(
+        f"127.0.0.1:{S3_PORT}",
+        access_key=sec["S3_ADMIN_ACCESS_KEY"],
+        secret_key=sec["S3_ADMIN_SECRET_KEY"],
+        secure=False,
+    )
+    for bucket in BUCKETS:
+        if not client.bucket_exists(bucket):
+            client.make_bucket(bucket)
+    print(f"s3: buckets {', '.join(BUCKETS)}")
+
+
+def service_env(service: str, sec: dict[str, str]) -> dict[str, str]:
+    """The environment one service process runs with (its own credentials only)."""
+    p = _var(service)
+    env = {
+        f"{p}_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{KAFKA_PORT}",
+        f"{p}_KAFKA_USERNAME": service,
+        f"{p}_KAFKA_PASSWORD": sec[f"KAFKA_PASSWORD_{p}"],
+        f"{p}_PG_DSN": (
+            f"postgresql://{pg_role(service)}:{sec[f'PG_PASSWORD_{p}']}"
+            f"@127.0.0.1:{PG_PORT}/{DATABASE}"
+        ),
+        f"{p}_S3_ENDPOINT": f"127.0.0.1:{S3_PORT}",
+        f"{p}_S3_ACCESS_KEY": sec[f"S3_ACCESS_KEY_{p}"],
+        f"{p}_S3_SECRET_KEY": sec[f"S3_SECRET_KEY_{p}"],
+        f"{p}_KEK": sec["REKISTERI_KEK"],
+        f"{p}_HEALTH_PORT": str(HEALTH_BASE_PORT + 1 + SERVICES.index(service)),
+    }
+    if service == "analytics":
+        env[f"{p}_PSEUDONYM_KEY"] = sec["ANALYTICS_PSEUDONYM_KEY"]
+    return env
+
+
+def write_env() -> None:
+    """Write `.rekisteri/env`: every service's settings plus the endpoints tests and tools need."""
+    sec = load_secrets()
+    env: dict[str, str] = {
+        "REKISTERI_KAFKA_BOOTSTRAP": f"127.0.0.1:{KAFKA_PORT}",
+        "REKISTERI_KAFKA_ADMIN_PASSWORD": sec["KAFKA_ADMIN_PASSWORD"],
+        "REKISTERI_PG_ADMIN_DSN": (
+            f"postgresql://postgres:{sec['PG_ADMIN_PASSWORD']}@127.0.0.1:{PG_PORT}/{DATABASE}"
+        ),
+        "REKISTERI_S3_ENDPOINT": f"127.0.0.1:{S3_PORT}",
+        "REKISTERI_S3_ADMIN_ACCESS_KEY": sec["S3_ADMIN_ACCESS_KEY"],
+        "REKISTERI_S3_ADMIN_SECRET_KEY": sec["S3_ADMIN_SECRET_KEY"],
+        "REKISTERI_KEK": sec["REKISTERI_KEK"],
+    }
+    for principal in (CLINIC_APP, OPERATOR, AUDITOR):
+        env[f"REKISTERI_KAFKA_PASSWORD_{_var(principal)}"] = sec[
+            f"KAFKA_PASSWORD_{_var(principal)}"
+        ]
+    for service in SERVICES:
+        env |= service_env(service, sec)
+    ENV_FILE.write_text(
+        "# Generated by deploy/provision.py from .rekisteri/secrets.env; sourced by make.\n"
+        + "".join(f"export {k}='{v}'\n" for k, v in env.items()),
+        encoding="utf-8",
+    )
+    ENV_FILE.chmod(0o600)
+
+
+def main(argv: list[str]) -> int:
+    """Run the named provisioning steps in order."""
+    steps = {
+        "secrets": generate_secrets,
+        "s3-config": s3_config,
+        "kafka": provision_kafka,
+        "postgres": lambda: asyncio.run(_provision_postgres()),
+        "s3": provision_s3,
+        "env": write_env,
+    }
+    names = argv or ["all"]
+    if names == ["all"]:
+        names = ["secrets", "s3-config", "kafka", "postgres", "s3", "env"]
+    for name in names:
+        if name not in steps:
+            print(f"unknown step {name!r}; choose from {', '.join(steps)} or all", file=sys.stderr)
+            return 2
+        steps[name]()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

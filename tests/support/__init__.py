@@ -1,0 +1,1 @@
+"""Test support: where the real infrastructure is, and small helpers shared by the suites."""
