@@ -66,7 +66,7 @@ class Event(WireModel):
     producer: str = Field(description="Name of the service or app that produced the event.")
 
     @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:  # noqa: ANN401
         super().__pydantic_init_subclass__(**kwargs)
         field = cls.model_fields.get("type")
         default = field.default if field is not None else None
@@ -76,5 +76,3 @@ class Event(WireModel):
     def to_bytes(self) -> bytes:
         """Serialise to compact UTF-8 JSON, as it goes on the wire."""
         return self.model_dump_json().encode()
-
-

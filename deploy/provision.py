@@ -17,12 +17,17 @@ import os
 import secrets
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import asyncpg
 from minio import Minio
 
+from contracts.sealing import generate_keypair
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 from contracts.topics import AUDITOR, BUCKETS, CLINIC_APP, OPERATOR, SERVICES, all_topics
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
@@ -37,11 +42,17 @@ KAFKA_VERSION: Final = os.environ.get("KAFKA_VERSION", "4.4.0")
 KAFKA_PORT: Final = int(os.environ.get("REKISTERI_KAFKA_PORT", "19092"))
 PG_PORT: Final = int(os.environ.get("REKISTERI_PG_PORT", "15432"))
 S3_PORT: Final = int(os.environ.get("REKISTERI_S3_PORT", "18333"))
+# Hosts: loopback natively; compose sets the container names (kafka, postgres, seaweedfs).
+KAFKA_HOST: Final = os.environ.get("REKISTERI_KAFKA_HOST", "127.0.0.1")
+PG_HOST: Final = os.environ.get("REKISTERI_PG_HOST", "127.0.0.1")
+S3_HOST: Final = os.environ.get("REKISTERI_S3_HOST", "127.0.0.1")
 HEALTH_BASE_PORT: Final = int(os.environ.get("REKISTERI_HEALTH_BASE_PORT", "18100"))
 DATABASE: Final = "rekisteri"
 COMPACTION_MS: Final = os.environ.get("REKISTERI_COMPACTION_MS")
 
 KAFKA_PRINCIPALS: Final = (*SERVICES, CLINIC_APP, OPERATOR, AUDITOR)
+SEALED_RECIPIENTS: Final = ("intake", "records", "consent", "photos", "rights")
+"""Services that receive sealed personal data on their command topics (see contracts.sealing)."""
 SECRETS_FILE: Final = STATE / "secrets.env"
 ENV_FILE: Final = STATE / "env"
 
@@ -65,29 +76,53 @@ def load_secrets() -> dict[str, str]:
     return out
 
 
-def generate_secrets() -> None:
-    """Create the local secrets once; later runs keep them (rotating would lock data out)."""
-    if SECRETS_FILE.exists():
-        return
-    STATE.mkdir(parents=True, exist_ok=True)
+def _access_key(name: str) -> str:
+    return f"{name}{secrets.token_hex(6)}"
+
+
+def _wanted_secrets() -> dict[str, Callable[[], str]]:
+    """Every secret the system needs, with how to generate it."""
 
     def pw() -> str:
         return secrets.token_urlsafe(24)
 
-    values = {
-        "KAFKA_ADMIN_PASSWORD": pw(),
-        "PG_ADMIN_PASSWORD": pw(),
-        "S3_ADMIN_ACCESS_KEY": "admin" + secrets.token_hex(6),
-        "S3_ADMIN_SECRET_KEY": pw(),
-        "REKISTERI_KEK": base64.b64encode(secrets.token_bytes(32)).decode(),
-        "ANALYTICS_PSEUDONYM_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+    def key32() -> str:
+        return base64.b64encode(secrets.token_bytes(32)).decode()
+
+    wanted: dict[str, Callable[[], str]] = {
+        "KAFKA_ADMIN_PASSWORD": pw,
+        "PG_ADMIN_PASSWORD": pw,
+        "S3_ADMIN_ACCESS_KEY": partial(_access_key, "admin"),
+        "S3_ADMIN_SECRET_KEY": pw,
+        "REKISTERI_KEK": key32,
+        "ANALYTICS_PSEUDONYM_KEY": key32,
     }
     for principal in KAFKA_PRINCIPALS:
-        values[f"KAFKA_PASSWORD_{_var(principal)}"] = pw()
+        wanted[f"KAFKA_PASSWORD_{_var(principal)}"] = pw
     for service in SERVICES:
-        values[f"PG_PASSWORD_{_var(service)}"] = pw()
-        values[f"S3_ACCESS_KEY_{_var(service)}"] = f"{service}{secrets.token_hex(6)}"
-        values[f"S3_SECRET_KEY_{_var(service)}"] = pw()
+        wanted[f"PG_PASSWORD_{_var(service)}"] = pw
+        wanted[f"S3_ACCESS_KEY_{_var(service)}"] = partial(_access_key, service)
+        wanted[f"S3_SECRET_KEY_{_var(service)}"] = pw
+    return wanted
+
+
+def generate_secrets() -> None:
+    """Create missing local secrets; existing ones are kept (rotating would lock data out)."""
+    STATE.mkdir(parents=True, exist_ok=True)
+    values = load_secrets() if SECRETS_FILE.exists() else {}
+    added = 0
+    for name, make in _wanted_secrets().items():
+        if name not in values:
+            values[name] = make()
+            added += 1
+    for service in SEALED_RECIPIENTS:
+        if f"TRANSIT_PRIVATE_{_var(service)}" not in values:
+            private, public = generate_keypair()
+            values[f"TRANSIT_PRIVATE_{_var(service)}"] = private
+            values[f"TRANSIT_PUBLIC_{_var(service)}"] = public
+            added += 1
+    if not added:
+        return
     tmp = SECRETS_FILE.with_suffix(".tmp")
     tmp.write_text(
         "# Local secrets generated on first start. Never commit; delete with `make clean`.\n"
@@ -96,7 +131,11 @@ def generate_secrets() -> None:
     )
     tmp.chmod(0o600)
     tmp.rename(SECRETS_FILE)
-    print(f"provision: generated local secrets in {SECRETS_FILE}")
+    pg_pw = STATE / "postgres" / "admin-password"
+    pg_pw.parent.mkdir(parents=True, exist_ok=True)
+    pg_pw.write_text(values["PG_ADMIN_PASSWORD"], encoding="utf-8")
+    pg_pw.chmod(0o640)
+    print(f"provision: generated {added} local secrets in {SECRETS_FILE}")
 
 
 def s3_config() -> None:
@@ -139,41 +178,38 @@ def kafka_plan() -> str:
     for t in all_topics():
         conf = ",".join(f"{k}={v}" for k, v in t.config(compaction_ms=compaction).items())
         lines.append(f"topic {t.name} {t.partitions} {conf}")
-    for principal in KAFKA_PRINCIPALS:
-        lines.append(f"user {principal} {sec[f'KAFKA_PASSWORD_{_var(principal)}']}")
+    lines.extend(
+        f"user {principal} {sec[f'KAFKA_PASSWORD_{_var(principal)}']}"
+        for principal in KAFKA_PRINCIPALS
+    )
     for t in all_topics():
-        for p in t.producers:
-            lines.extend(f"acl User:{p} TOPIC LITERAL {t.name} {op}" for op in ("WRITE", "DESCRIBE"))
-        for c in t.consumers:
-            lines.extend(f"acl User:{c} TOPIC LITERAL {t.name} {op}" for op in ("READ", "DESCRIBE"))
-    for principal in KAFKA_PRINCIPALS:
-        # Each principal's consumer groups are named `<principal>` or `<principal>.<suffix>`.
-        lines.append(f"acl User:{principal} GROUP PREFIXED {principal} READ")
-    lines.extend(
-        f"acl User:{OPERATOR} {kind} {pattern} {name} {op}"
-        for kind, pattern, name, op in (
-            ("GROUP", "PREFIXED", "rekisteri.", "DESCRIBE"),
-            ("TOPIC", "PREFIXED", "", "DESCRIBE"),
-            ("CLUSTER", "LITERAL", "kafka-cluster", "DESCRIBE"),
+        lines.extend(
+            f"acl User:{p} TOPIC LITERAL {t.name} {op}"
+            for p in t.producers
+            for op in ("WRITE", "DESCRIBE")
         )
-        if name
-    )
-    # Lag per group is read by the operator: describe every service group.
+        lines.extend(
+            f"acl User:{c} TOPIC LITERAL {t.name} {op}"
+            for c in t.consumers
+            for op in ("READ", "DESCRIBE")
+        )
+        # Operators see every topic's offsets (for lag), but read only the DLQs.
+        lines.append(f"acl User:{OPERATOR} TOPIC LITERAL {t.name} DESCRIBE")
+    # Each principal's consumer groups are named `<principal>` or `<principal>.<suffix>`.
+    lines.extend(f"acl User:{p} GROUP PREFIXED {p} READ" for p in KAFKA_PRINCIPALS)
     lines.extend(f"acl User:{OPERATOR} GROUP PREFIXED {s} DESCRIBE" for s in SERVICES)
-    lines.extend(
-        f"acl User:{OPERATOR} TOPIC LITERAL {t.name} DESCRIBE" for t in all_topics()
-    )
+    lines.append(f"acl User:{OPERATOR} CLUSTER LITERAL kafka-cluster DESCRIBE")
     return "\n".join(dict.fromkeys(lines)) + "\n"
 
 
-def provision_kafka() -> None:
-    """Create topics, SCRAM users and ACLs with one run of the Java Admin client."""
+def write_kafka_plan() -> tuple[Path, Path]:
+    """Write the Kafka admin client properties and the plan into the state folder."""
     sec = load_secrets()
     kdir = STATE / "kafka"
     kdir.mkdir(parents=True, exist_ok=True)
     admin = kdir / "admin.properties"
     admin.write_text(
-        f"bootstrap.servers=127.0.0.1:{KAFKA_PORT}\n"
+        f"bootstrap.servers={KAFKA_HOST}:{KAFKA_PORT}\n"
         "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\n"
         "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
         f'username="admin" password="{sec["KAFKA_ADMIN_PASSWORD"]}";\n',
@@ -183,6 +219,12 @@ def provision_kafka() -> None:
     plan = kdir / "plan.txt"
     plan.write_text(kafka_plan(), encoding="utf-8")
     plan.chmod(0o600)
+    return admin, plan
+
+
+def provision_kafka() -> None:
+    """Create topics, SCRAM users and ACLs with one run of the Java Admin client."""
+    admin, plan = write_kafka_plan()
     lib = CACHE / f"kafka-{KAFKA_VERSION}" / "lib"
     subprocess.run(  # noqa: S603
         [  # noqa: S607
@@ -201,7 +243,7 @@ def provision_kafka() -> None:
 
 async def _provision_postgres() -> None:
     sec = load_secrets()
-    admin_dsn = f"postgresql://postgres:{sec['PG_ADMIN_PASSWORD']}@127.0.0.1:{PG_PORT}/postgres"
+    admin_dsn = f"postgresql://postgres:{sec['PG_ADMIN_PASSWORD']}@{PG_HOST}:{PG_PORT}/postgres"
     conn = await asyncpg.connect(admin_dsn)
     try:
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE):
@@ -245,7 +287,7 @@ def provision_s3() -> None:
     """Create the buckets (as admin); access is fixed by the identities file."""
     sec = load_secrets()
     client = Minio(
-        f"127.0.0.1:{S3_PORT}",
+        f"{S3_HOST}:{S3_PORT}",
         access_key=sec["S3_ADMIN_ACCESS_KEY"],
         secret_key=sec["S3_ADMIN_SECRET_KEY"],
         secure=False,
@@ -260,19 +302,24 @@ def service_env(service: str, sec: dict[str, str]) -> dict[str, str]:
     """The environment one service process runs with (its own credentials only)."""
     p = _var(service)
     env = {
-        f"{p}_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{KAFKA_PORT}",
+        f"{p}_KAFKA_BOOTSTRAP_SERVERS": f"{KAFKA_HOST}:{KAFKA_PORT}",
         f"{p}_KAFKA_USERNAME": service,
         f"{p}_KAFKA_PASSWORD": sec[f"KAFKA_PASSWORD_{p}"],
         f"{p}_PG_DSN": (
             f"postgresql://{pg_role(service)}:{sec[f'PG_PASSWORD_{p}']}"
-            f"@127.0.0.1:{PG_PORT}/{DATABASE}"
+            f"@{PG_HOST}:{PG_PORT}/{DATABASE}"
         ),
-        f"{p}_S3_ENDPOINT": f"127.0.0.1:{S3_PORT}",
+        f"{p}_S3_ENDPOINT": f"{S3_HOST}:{S3_PORT}",
         f"{p}_S3_ACCESS_KEY": sec[f"S3_ACCESS_KEY_{p}"],
         f"{p}_S3_SECRET_KEY": sec[f"S3_SECRET_KEY_{p}"],
         f"{p}_KEK": sec["REKISTERI_KEK"],
         f"{p}_HEALTH_PORT": str(HEALTH_BASE_PORT + 1 + SERVICES.index(service)),
     }
+    if service in SEALED_RECIPIENTS:
+        env[f"{p}_TRANSIT_PRIVATE_KEY"] = sec[f"TRANSIT_PRIVATE_{p}"]
+    env[f"{p}_TRANSIT_PUBLIC_KEYS"] = json.dumps(
+        {r: sec[f"TRANSIT_PUBLIC_{_var(r)}"] for r in SEALED_RECIPIENTS}, separators=(",", ":")
+    )
     if service == "analytics":
         env[f"{p}_PSEUDONYM_KEY"] = sec["ANALYTICS_PSEUDONYM_KEY"]
     return env
@@ -282,16 +329,17 @@ def write_env() -> None:
     """Write `.rekisteri/env`: every service's settings plus the endpoints tests and tools need."""
     sec = load_secrets()
     env: dict[str, str] = {
-        "REKISTERI_KAFKA_BOOTSTRAP": f"127.0.0.1:{KAFKA_PORT}",
+        "REKISTERI_KAFKA_BOOTSTRAP": f"{KAFKA_HOST}:{KAFKA_PORT}",
         "REKISTERI_KAFKA_ADMIN_PASSWORD": sec["KAFKA_ADMIN_PASSWORD"],
         "REKISTERI_PG_ADMIN_DSN": (
-            f"postgresql://postgres:{sec['PG_ADMIN_PASSWORD']}@127.0.0.1:{PG_PORT}/{DATABASE}"
+            f"postgresql://postgres:{sec['PG_ADMIN_PASSWORD']}@{PG_HOST}:{PG_PORT}/{DATABASE}"
         ),
-        "REKISTERI_S3_ENDPOINT": f"127.0.0.1:{S3_PORT}",
+        "REKISTERI_S3_ENDPOINT": f"{S3_HOST}:{S3_PORT}",
         "REKISTERI_S3_ADMIN_ACCESS_KEY": sec["S3_ADMIN_ACCESS_KEY"],
         "REKISTERI_S3_ADMIN_SECRET_KEY": sec["S3_ADMIN_SECRET_KEY"],
         "REKISTERI_KEK": sec["REKISTERI_KEK"],
     }
+    env["REKISTERI_INTAKE_PUBLIC_KEY"] = sec["TRANSIT_PUBLIC_INTAKE"]
     for principal in (CLINIC_APP, OPERATOR, AUDITOR):
         env[f"REKISTERI_KAFKA_PASSWORD_{_var(principal)}"] = sec[
             f"KAFKA_PASSWORD_{_var(principal)}"
@@ -300,7 +348,8 @@ def write_env() -> None:
         env |= service_env(service, sec)
     ENV_FILE.write_text(
         "# Generated by deploy/provision.py from .rekisteri/secrets.env; sourced by make.\n"
-        + "".join(f"export {k}='{v}'\n" for k, v in env.items()),
+        "# A variable already set in the environment wins (compose and tests override some).\n"
+        + "".join(f"[ -n \"${{{k}+x}}\" ] || export {k}='{v}'\n" for k, v in env.items()),
         encoding="utf-8",
     )
     ENV_FILE.chmod(0o600)
@@ -311,6 +360,7 @@ def main(argv: list[str]) -> int:
     steps = {
         "secrets": generate_secrets,
         "s3-config": s3_config,
+        "kafka-plan": write_kafka_plan,
         "kafka": provision_kafka,
         "postgres": lambda: asyncio.run(_provision_postgres()),
         "s3": provision_s3,

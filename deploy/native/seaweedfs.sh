@@ -44,6 +44,7 @@ start() {
     -master.port="$SEAWEED_MASTER_PORT" -volume.port="$SEAWEED_VOLUME_PORT" \
     -filer -filer.port="$SEAWEED_FILER_PORT" \
     -s3 -s3.port="$S3_PORT" -s3.config="$STATE/s3/identities.json" \
+    -s3.port.iceberg=0 -s3.port.lance=0 -master.telemetry=false \
     -volume.max=0 -master.volumeSizeLimitMB=64 \
     >>"$LOGFILE" 2>&1 </dev/null &
   echo $! >"$PIDFILE"

@@ -50,6 +50,14 @@ class ServiceSettings(BaseSettings):
         SecretStr(""),
         description="Key-encryption key (base64 of 32 bytes) wrapping per-customer data keys.",
     )
+    transit_private_key: SecretStr = Field(
+        SecretStr(""),
+        description="This service's X25519 key (base64) for opening sealed command payloads.",
+    )
+    transit_public_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="Public transit keys (base64) by recipient service, for sealing payloads.",
+    )
     health_port: int = Field(0, ge=0, le=65535, description="Health/readiness port (0: off).")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of the JSON logs."

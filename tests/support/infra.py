@@ -27,8 +27,9 @@ def _load_env_file() -> dict[str, str]:
         return {}
     out: dict[str, str] = {}
     for line in ENV_FILE.read_text(encoding="utf-8").splitlines():
-        if line.startswith("export "):
-            key, _, value = line.removeprefix("export ").partition("=")
+        _, found, assignment = line.partition("export ")
+        if found:
+            key, _, value = assignment.partition("=")
             out[key] = shlex.split(value)[0] if value else ""
     return out
 
