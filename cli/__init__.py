@@ -1,0 +1,1 @@
+"""The `rekisteri` command for staff and operators (see `rekisteri --help`)."""
