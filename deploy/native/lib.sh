@@ -36,7 +36,7 @@ stop_pid() {
   pid="$(cat "$file")"
   log "stopping $name (pid $pid)"
   kill "$pid" 2>/dev/null || true
-  for i in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  for i in $(seq 1 "${STOP_TIMEOUT_TENTHS:-300}"); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   if kill -0 "$pid" 2>/dev/null; then log "$name did not stop in 30 s; killing"; kill -9 "$pid" 2>/dev/null || true; fi
   rm -f "$file"
 }

@@ -52,7 +52,8 @@ start() {
   log "SeaweedFS ready"
 }
 
-stop() { stop_pid "$PIDFILE" SeaweedFS; }
+# SeaweedFS finishes its own flushes quickly but then waits on gRPC streams for ever: 5 s grace.
+stop() { STOP_TIMEOUT_TENTHS=50 stop_pid "$PIDFILE" SeaweedFS; }
 status() { if pid_alive "$PIDFILE"; then echo "seaweedfs: running (pid $(cat "$PIDFILE")), s3 http://127.0.0.1:$S3_PORT"; else echo "seaweedfs: stopped"; fi; }
 
 "${1:-status}"

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from services.common.kafka import dead_letter, error_reason, is_permanent
+from services.common.kafka import dead_letter, error_reason, is_outage, is_permanent
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -50,13 +50,17 @@ async def process_batch(  # noqa: PLR0913 - the whole strategy, keyword-only
         How many records were dead-lettered.
 
     Raises:
-        Exception: A dead-letter publish failed; nothing of the batch may be committed.
+        Exception: Postgres or Kafka is unavailable (`kafka.is_outage`): the batch stays
+            uncommitted and is redelivered, nothing is dead-lettered for an outage. Or a
+            dead-letter publish failed; nothing of the batch may be committed.
     """
     if not records:
         return 0
     try:
         await apply_all(records)
-    except Exception as exc:  # noqa: BLE001 - any failure falls back to isolation
+    except Exception as exc:
+        if is_outage(exc):
+            raise  # not the records' fault: leave the whole batch for redelivery
         log.warning(
             "batch failed; applying its records one by one",
             extra={"reason": error_reason(exc), "count": len(records)},
@@ -85,7 +89,9 @@ async def _apply_with_retries(
         attempt += 1
         try:
             await apply_one(record)
-        except Exception as exc:  # noqa: BLE001 - any error is retried or dead-lettered
+        except Exception as exc:
+            if is_outage(exc) and attempt > len(delays):
+                raise  # an outage began mid-batch: redeliver, never dead-letter
             if is_permanent(exc) or attempt > len(delays):
                 return exc, attempt
             await asyncio.sleep(delays[attempt - 1])

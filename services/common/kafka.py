@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
 
+import asyncpg
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 from faststream.exceptions import AckMessage, IgnoredException, SetupError
 from faststream.kafka import KafkaBroker
 from faststream.middlewares import AckPolicy, BaseMiddleware
@@ -111,6 +113,29 @@ def error_reason(exc: BaseException) -> str:
 def is_permanent(exc: BaseException) -> bool:
     """Whether retrying `exc` is pointless (bad payload, or an explicit `PermanentError`)."""
     return isinstance(exc, PERMANENT_ERRORS)
+
+
+OUTAGE_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    ConnectionError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    KafkaConnectionError,
+    KafkaTimeoutError,
+)
+"""Errors of the infrastructure, not of the message: never a reason to dead-letter it."""
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` says a server is unreachable (Postgres, Kafka), not that the message is bad.
+
+    Such a message is retried, then left uncommitted (redelivered after the outage), never
+    dead-lettered: an outage must not empty a topic into its DLQ.
+    """
+    return isinstance(exc, OUTAGE_ERRORS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,9 +231,15 @@ class _RetryDlqScope(BaseMiddleware[Any, Any]):
                 return await call_next(msg)
             except IgnoredException:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any handler error is retried or dead-lettered
+            except Exception as exc:
                 records = _records(msg)
                 self._require_dlq(records, exc)
+                if is_outage(exc) and attempt > len(delays):
+                    log.warning(
+                        "infrastructure unavailable; leaving the message for redelivery",
+                        extra=_log_fields(records[0]) | {"reason": error_reason(exc)},
+                    )
+                    raise
                 if is_permanent(exc) or attempt > len(delays):
                     await self._dead_letter(msg, records, exc, attempt)
                     # Ack instead of returning None, so no result is published onwards.
