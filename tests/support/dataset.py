@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -18,6 +19,8 @@ from typing import Any
 
 from services.intake.hetu import build_hetu
 
+HETU_RE = re.compile(r"\d{6}[-+A-FU-Y]\d{3}[0-9A-FHJ-NPR-Y]")
+"""Anything shaped like a personal identity code."""
 GIVEN = ("Aino", "Eino", "Helmi", "Väinö", "Linnea", "Onni", "Saga", "Elias", "Ilona", "Leo")
 FAMILY = ("Virtanen", "Korhonen", "Nieminen", "Mäkinen", "Hämäläinen", "Lindqvist", "Laine")
 STREETS = ("Mariankatu", "Maneesikatu", "Liisankatu", "Snellmaninkatu", "Kruunuvuorenkatu")
@@ -58,6 +61,10 @@ class Dataset:
         """The submissions that must be rejected."""
         return [s for s in self.sent if s.expect_reason is not None]
 
+    def hetus(self) -> set[str]:
+        """The identity codes of every customer (they cannot carry the run's tag)."""
+        return {c for c in self.canaries() if HETU_RE.fullmatch(c)}
+
     def canaries(self) -> set[str]:
         """Every canary value of every customer (valid or not)."""
         out: set[str] = set()
@@ -88,9 +95,14 @@ class Generator:
         self.rng = random.Random(seed)
         self._n = 0
 
+    @property
+    def tag(self) -> str:
+        """Marks every canary of this run (and nothing else: customer numbers use another)."""
+        return f"q{self.run[8:16]}q"
+
     def _canary(self, label: str) -> str:
         self._n += 1
-        return f"{label}{self.run[:8]}{self._n:07d}"
+        return f"{label}{self.tag}{self._n:07d}"
 
     def _hetu(self) -> str:
         born = date(1940, 1, 1) + timedelta(days=self.rng.randrange(0, 365 * 80))
@@ -212,7 +224,13 @@ class Generator:
                 doc["schema_version"] = 9
                 return sealed(doc, "unknown_schema_version")
             case "not_supported_yet":
-                consent = _envelope("ConsentCaptured", cid)
+                consent = _envelope("ConsentCaptured", cid) | {
+                    "purpose": "marketing_email",
+                    "notice_version": "2026-11",
+                    "language": "fi",
+                    "channel": "kiosk",
+                    "actor": "customer",
+                }
                 return Sent(cid.encode(), consent, consent["event_id"], cid, "not_supported_yet")
             case "not_sealed":
                 plain = json.dumps(
