@@ -282,6 +282,15 @@ TOPICS: Final[tuple[Topic, ...]] = (
 BY_NAME: Final = {t.name: t for t in TOPICS}
 
 
+SEALED_COMMAND_TOPICS: Final = (
+    "records.commands.v1",
+    "photos.commands.v1",
+    "consent.commands.v1",
+    "rights.commands.v1",
+)
+"""Service command topics whose payloads are sealed with a topic key (see contracts.sealing)."""
+
+
 def topic(name: str) -> Topic:
     """Look a topic up by name; an unknown name is a programming error."""
     return BY_NAME[name]

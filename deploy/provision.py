@@ -24,11 +24,20 @@ from typing import TYPE_CHECKING, Final
 import asyncpg
 from minio import Minio
 
-from contracts.sealing import generate_keypair
+from contracts.sealing import TopicKey, generate_keypair
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-from contracts.topics import AUDITOR, BUCKETS, CLINIC_APP, OPERATOR, SERVICES, all_topics
+from contracts.topics import (
+    AUDITOR,
+    BUCKETS,
+    CLINIC_APP,
+    OPERATOR,
+    SEALED_COMMAND_TOPICS,
+    SERVICES,
+    all_topics,
+    topic,
+)
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 STATE: Final = Path(os.environ.get("REKISTERI_STATE", REPO_ROOT / ".rekisteri"))
@@ -99,6 +108,8 @@ def _wanted_secrets() -> dict[str, Callable[[], str]]:
     }
     for principal in KAFKA_PRINCIPALS:
         wanted[f"KAFKA_PASSWORD_{_var(principal)}"] = pw
+    for name in SEALED_COMMAND_TOPICS:
+        wanted[f"TOPIC_KEY_{_var(name.replace('.', '_'))}"] = TopicKey.generate
     for service in SERVICES:
         wanted[f"PG_PASSWORD_{_var(service)}"] = pw
         wanted[f"S3_ACCESS_KEY_{_var(service)}"] = partial(_access_key, service)
@@ -298,6 +309,15 @@ def provision_s3() -> None:
     print(f"s3: buckets {', '.join(BUCKETS)}")
 
 
+def topic_keys_for(principal: str, sec: dict[str, str]) -> dict[str, str]:
+    """The keys of the sealed command topics a principal writes or reads (and no others)."""
+    return {
+        name: sec[f"TOPIC_KEY_{_var(name.replace('.', '_'))}"]
+        for name in SEALED_COMMAND_TOPICS
+        if principal in topic(name).producers or principal in topic(name).consumers
+    }
+
+
 def service_env(service: str, sec: dict[str, str]) -> dict[str, str]:
     """The environment one service process runs with (its own credentials only)."""
     p = _var(service)
@@ -320,6 +340,7 @@ def service_env(service: str, sec: dict[str, str]) -> dict[str, str]:
     env[f"{p}_TRANSIT_PUBLIC_KEYS"] = json.dumps(
         {r: sec[f"TRANSIT_PUBLIC_{_var(r)}"] for r in SEALED_RECIPIENTS}, separators=(",", ":")
     )
+    env[f"{p}_TOPIC_KEYS"] = json.dumps(topic_keys_for(service, sec), separators=(",", ":"))
     if service == "analytics":
         env[f"{p}_PSEUDONYM_KEY"] = sec["ANALYTICS_PSEUDONYM_KEY"]
     return env
@@ -340,6 +361,9 @@ def write_env() -> None:
         "REKISTERI_KEK": sec["REKISTERI_KEK"],
     }
     env["REKISTERI_INTAKE_PUBLIC_KEY"] = sec["TRANSIT_PUBLIC_INTAKE"]
+    env["REKISTERI_OPERATOR_TOPIC_KEYS"] = json.dumps(
+        topic_keys_for(OPERATOR, sec), separators=(",", ":")
+    )
     for principal in (CLINIC_APP, OPERATOR, AUDITOR):
         env[f"REKISTERI_KAFKA_PASSWORD_{_var(principal)}"] = sec[
             f"KAFKA_PASSWORD_{_var(principal)}"

@@ -58,6 +58,13 @@ class ServiceSettings(BaseSettings):
         default_factory=dict,
         description="Public transit keys (base64) by recipient service, for sealing payloads.",
     )
+    topic_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description=(
+            "Keys (base64 of 32 bytes) of the sealed command topics this service writes or "
+            "reads, by topic name (JSON object)."
+        ),
+    )
     health_port: int = Field(0, ge=0, le=65535, description="Health/readiness port (0: off).")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of the JSON logs."

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from faststream.kafka.annotations import KafkaMessage  # noqa: TC002 - resolved at runtime
 
-from contracts.sealing import load_private_key, load_public_key, seal
+from contracts.sealing import TopicKey, load_private_key, seal
 from services.common.batch import process_batch
 from services.common.kafka import PermanentError, RetryPolicy, subscriber_kwargs
 from services.intake.domain import (
@@ -44,10 +44,7 @@ if TYPE_CHECKING:
     from uuid import UUID
 
     from aiokafka import ConsumerRecord
-    from cryptography.hazmat.primitives.asymmetric.x25519 import (
-        X25519PrivateKey,
-        X25519PublicKey,
-    )
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     from faststream.kafka import KafkaBroker
     from faststream.message import StreamMessage
 
@@ -75,29 +72,30 @@ class TransitKeys:
     """
 
     private: X25519PrivateKey = field(repr=False)
-    owners: Mapping[Owner, X25519PublicKey] = field(repr=False)
+    owners: Mapping[Owner, TopicKey] = field(repr=False)
 
     @classmethod
     def from_settings(
         cls, settings: IntakeSettings, supported: frozenset[Owner] = SUPPORTED_OWNERS
     ) -> TransitKeys:
-        """Load the keys from `transit_private_key` and `transit_public_keys`.
+        """Load intake's `transit_private_key` and the `topic_keys` of the owners' topics.
 
         Raises:
-            TransitKeyError: The private key, or the public key of a supported owner, is
-                missing or not a base64 X25519 key.
+            TransitKeyError: The private key, or the topic key of a supported owner's command
+                topic, is missing or malformed.
         """
         try:
             private = load_private_key(settings.transit_private_key.get_secret_value())
         except (binascii.Error, ValueError):
             raise TransitKeyError("transit_private_key is missing or malformed") from None
-        owners: dict[Owner, X25519PublicKey] = {}
+        owners: dict[Owner, TopicKey] = {}
         for owner in sorted(supported):
             try:
-                owners[owner] = load_public_key(settings.transit_public_keys[owner.value])
+                secret = settings.topic_keys[owner.commands_topic]
+                owners[owner] = TopicKey.from_b64(secret.get_secret_value())
             except (KeyError, binascii.Error, ValueError):
                 raise TransitKeyError(
-                    f"transit_public_keys has no valid key for {owner.value}"
+                    f"topic_keys has no valid key for {owner.commands_topic}"
                 ) from None
         return cls(private=private, owners=MappingProxyType(owners))
 

@@ -28,10 +28,13 @@ class IntakeSettings(ServiceSettings):
         description="Most submissions taken from one poll and applied in one transaction.",
     )
     batch_timeout_ms: int = Field(
-        200,
+        10,
         ge=0,
         le=10_000,
-        description="How long one poll waits for submissions when none are buffered.",
+        description=(
+            "How long one poll waits for submissions when none are buffered; FastStream "
+            "also sleeps this long after an empty poll: up to twice it is added to latency."
+        ),
     )
     consumer_group_suffix: str | None = Field(
         None,

@@ -26,7 +26,7 @@ MIGRATIONS: Final = Path(__file__).resolve().parent / "migrations"
 
 def build(settings: RecordsSettings) -> tuple[FastStream, ServiceContext]:
     """The app and the context its handlers use (tests read the pool and key store from it)."""
-    transit = handlers.TransitKey(settings.transit_private_key)
+    transit = handlers.TransitKey(settings.topic_keys)
 
     def register(broker: KafkaBroker, ctx: ServiceContext) -> None:
         handlers.register(broker, ctx, settings, transit)

@@ -14,6 +14,7 @@ record by record so that a poison record is dead-lettered alone.
 
 from __future__ import annotations
 
+import binascii
 import json
 import logging
 import time
@@ -25,7 +26,7 @@ from pydantic import ValidationError
 
 from contracts.audit import AUDIT_TOPIC, AuditEvent
 from contracts.records import CUSTOMER_TOPIC, CustomerRecord
-from contracts.sealing import UnsealError, load_private_key, unseal
+from contracts.sealing import TopicKey, UnsealError, unseal
 from services.common import crypto
 from services.common.audit import SERVICE_ROLE
 from services.common.batch import process_batch
@@ -34,10 +35,9 @@ from services.records.domain import COMMAND_TYPES, BatchPlanner, CustomerCipher,
 from services.records.repository import PostgresRegister
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from aiokafka import ConsumerRecord
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     from faststream.kafka import KafkaBroker
     from faststream.message import StreamMessage
     from pydantic import SecretStr
@@ -73,24 +73,27 @@ class BatchResult:
 
 
 class TransitKey:
-    """This service's transit private key, parsed on first use (building an app parses none)."""
+    """The key of `records.commands.v1`, parsed on first use (building an app parses none)."""
 
-    def __init__(self, secret: SecretStr) -> None:
-        self._secret = secret
-        self._key: X25519PrivateKey | None = None
+    def __init__(self, keys: Mapping[str, SecretStr]) -> None:
+        self._secret = keys.get(COMMANDS_TOPIC)
+        self._key: TopicKey | None = None
 
     @property
-    def key(self) -> X25519PrivateKey:
-        """The X25519 private key that opens sealed commands."""
+    def key(self) -> TopicKey:
+        """The topic key that opens sealed commands."""
         if self._key is None:
+            message = "topic_keys has no valid key for records.commands.v1"
+            if self._secret is None:
+                raise RuntimeError(message)
             try:
-                self._key = load_private_key(self._secret.get_secret_value())
-            except ValueError:
-                raise RuntimeError("transit_private_key is not a base64 X25519 key") from None
+                self._key = TopicKey.from_b64(self._secret.get_secret_value())
+            except (ValueError, binascii.Error):
+                raise RuntimeError(message) from None
         return self._key
 
 
-def decode_command(record: ConsumerRecord[Any, Any], key: X25519PrivateKey) -> RecordsCommand:
+def decode_command(record: ConsumerRecord[Any, Any], key: TopicKey) -> RecordsCommand:
     """Open one record of `records.commands.v1` into its command.
 
     Raises:

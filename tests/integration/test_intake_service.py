@@ -26,12 +26,12 @@ from uuid import UUID
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from faststream import TestApp
 
 from contracts.client import IntakeClient
 from contracts.intake import SubmissionRejected
-from contracts.sealing import load_private_key, load_public_key, seal, unseal
+from contracts.sealing import TopicKey, load_public_key, seal, unseal
 from contracts.topics import topic
 from services.common.db import open_pool
 from services.common.migrate import migrate
@@ -346,7 +346,7 @@ async def submit_repeats_after_restart(
     }
 
 
-def check_commands(run: Submitted, tail: Tail, records_key: X25519PrivateKey) -> None:
+def check_commands(run: Submitted, tail: Tail, records_key: TopicKey) -> None:
     """Exactly one command per valid submission, sealed to records, normalised, in order."""
     commands = commands_by_id(tail)
     for event_id, doc in run.valid.items():
@@ -405,7 +405,7 @@ async def test_intake_routes_rejects_deduplicates_and_leaks_nothing(infra: Infra
     suffix = f"test-{uuid.uuid4().hex[:12]}"
     settings = settings_for(infra, suffix)
     await start_group_at_end(infra, f"intake.{suffix}")
-    records_key = load_private_key(infra.env["RECORDS_TRANSIT_PRIVATE_KEY"])
+    records_key = TopicKey.from_b64(json.loads(infra.env["RECORDS_TOPIC_KEYS"])[COMMANDS])
     intake_public = load_public_key(infra.env["REKISTERI_INTAKE_PUBLIC_KEY"])
 
     async with tails(infra) as tail, clinic_app(infra) as (client, raw):

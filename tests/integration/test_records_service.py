@@ -26,7 +26,7 @@ from faststream import TestApp
 
 from contracts.audit import AuditEvent
 from contracts.records import CustomerRecord
-from contracts.sealing import load_public_key, seal
+from contracts.sealing import TopicKey, seal
 from contracts.topics import all_topics
 from services.common import crypto
 from services.common.runtime import ServiceContext
@@ -127,9 +127,9 @@ async def view(ctx: ServiceContext, cid: str) -> CustomerView | None:
 
 
 def sealed(command: Any, public_key: str) -> bytes:
-    """The command as intake forwards it: `producer` intake, sealed to records."""
+    """The command as intake forwards it: `producer` intake, sealed with the topic key."""
     document = command.model_copy(update={"producer": "intake"}).model_dump(mode="json")
-    return json.dumps(seal(document, load_public_key(public_key))).encode()
+    return json.dumps(seal(document, TopicKey.from_b64(public_key))).encode()
 
 
 @dataclass
@@ -153,7 +153,7 @@ async def outcome(infra: Infra) -> Outcome:
     """Run records on a scenario: A and B registered and changed, a poison record between."""
     run = customer_id("run").lower()
     settings = settings_for(infra, f"test-{run}")
-    public = settings.transit_public_keys["records"]
+    public = settings.topic_keys["records.commands.v1"].get_secret_value()
     a, b, poison = customer_id("A"), customer_id("B"), customer_id("P")
     keys = {k.encode() for k in (a, b, poison)}
     tails = {

@@ -7,6 +7,7 @@ emitter with the outbox replaced by a recorder.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import json
@@ -48,6 +49,12 @@ MODELS = _contract_models()
 def test_committed_documents_are_current(capsys: pytest.CaptureFixture[str]) -> None:
     status = generate.main(["--check"])
     report = capsys.readouterr().out
+    if status:
+        for path, text in generate.expected_files().items():
+            old = path.read_text("utf-8") if path.exists() else ""
+            report += "".join(
+                list(difflib.unified_diff(old.splitlines(True), text.splitlines(True)))[:40]
+            )
     assert status == 0, report
 
 

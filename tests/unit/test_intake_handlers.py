@@ -28,6 +28,7 @@ from contracts.client import IntakeClient
 from contracts.intake import SubmissionRejected
 from contracts.sealing import (
     SUITE,
+    TopicKey,
     _info,
     generate_keypair,
     load_private_key,
@@ -63,7 +64,8 @@ TOO_LARGE = 1_000_100
 KAFKA_MAX_MESSAGE_BYTES = 1_048_588
 
 INTAKE_PRIVATE, INTAKE_PUBLIC = generate_keypair()
-RECORDS_PRIVATE, RECORDS_PUBLIC = generate_keypair()
+RECORDS_TOPIC_SECRET = TopicKey.generate()
+RECORDS_TOPIC_KEY = TopicKey.from_b64(RECORDS_TOPIC_SECRET)
 OTHER_PRIVATE, OTHER_PUBLIC = generate_keypair()
 
 TAG = secrets.token_hex(4)
@@ -124,7 +126,7 @@ class FakeRepository:
 def keys() -> TransitKeys:
     return TransitKeys(
         private=load_private_key(INTAKE_PRIVATE),
-        owners={Owner.RECORDS: load_public_key(RECORDS_PUBLIC)},
+        owners={Owner.RECORDS: RECORDS_TOPIC_KEY},
     )
 
 
@@ -232,7 +234,7 @@ async def test_sealed_registration_becomes_a_command_sealed_to_records() -> None
     }
     assert wire["producer"] == "intake"
     assert wire["event_id"] == doc["event_id"]
-    command = unseal(wire, load_private_key(RECORDS_PRIVATE))
+    command = unseal(wire, RECORDS_TOPIC_KEY)
     assert command["demographics"]["name"]["given_names"] == CANARY_GIVEN
     assert command["demographics"]["hetu"] == CANARY_HETU
     assert command["demographics"]["date_of_birth"] == "1985-07-23"
@@ -588,7 +590,7 @@ def test_transit_keys_load_from_settings() -> None:
     loaded = TransitKeys.from_settings(
         intake_settings(
             transit_private_key=SecretStr(INTAKE_PRIVATE),
-            transit_public_keys={"records": RECORDS_PUBLIC, "intake": INTAKE_PUBLIC},
+            topic_keys={"records.commands.v1": SecretStr(RECORDS_TOPIC_SECRET)},
         )
     )
     assert set(loaded.owners) == {Owner.RECORDS}
@@ -598,16 +600,19 @@ def test_transit_keys_load_from_settings() -> None:
 @pytest.mark.parametrize(
     ("private", "public", "message"),
     [
-        ("", {"records": RECORDS_PUBLIC}, "transit_private_key"),
-        ("not base64!", {"records": RECORDS_PUBLIC}, "transit_private_key"),
+        ("", {"records.commands.v1": RECORDS_TOPIC_SECRET}, "transit_private_key"),
+        ("not base64!", {"records.commands.v1": RECORDS_TOPIC_SECRET}, "transit_private_key"),
         (INTAKE_PRIVATE, {}, "records"),
-        (INTAKE_PRIVATE, {"records": "AAAA"}, "records"),
+        (INTAKE_PRIVATE, {"records.commands.v1": "AAAA"}, "records"),
     ],
 )
 def test_missing_or_bad_transit_keys_are_refused(
     private: str, public: dict[str, str], message: str
 ) -> None:
-    bad = intake_settings(transit_private_key=SecretStr(private), transit_public_keys=public)
+    bad = intake_settings(
+        transit_private_key=SecretStr(private),
+        topic_keys={k: SecretStr(v) for k, v in public.items()},
+    )
     with pytest.raises(TransitKeyError, match=message) as caught:
         TransitKeys.from_settings(bad)
     assert INTAKE_PRIVATE not in str(caught.value)
@@ -618,12 +623,14 @@ def test_settings_read_the_intake_prefix(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("INTAKE_KAFKA_PASSWORD", "pw")
     monkeypatch.setenv("INTAKE_PG_DSN", "postgresql://x")
     monkeypatch.setenv("INTAKE_BATCH_MAX_RECORDS", "42")
-    monkeypatch.setenv("INTAKE_TRANSIT_PUBLIC_KEYS", json.dumps({"records": RECORDS_PUBLIC}))
+    monkeypatch.setenv(
+        "INTAKE_TOPIC_KEYS", json.dumps({"records.commands.v1": RECORDS_TOPIC_SECRET})
+    )
     monkeypatch.setenv("RECORDS_BATCH_MAX_RECORDS", "7")
     loaded = IntakeSettings()
     assert loaded.batch_max_records == 42
     assert loaded.consumer_group_suffix is None
-    assert loaded.transit_public_keys == {"records": RECORDS_PUBLIC}
+    assert loaded.topic_keys["records.commands.v1"].get_secret_value() == RECORDS_TOPIC_SECRET
     for name, info in IntakeSettings.model_fields.items():
         assert info.description, name
 

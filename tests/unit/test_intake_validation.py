@@ -605,7 +605,7 @@ def hetu_with(body: str) -> str:
     ("hetu", "code"),
     [
         ("", "hetu_format"),
-        (CANARY_HETU.lower(), "hetu_format"),
+        (CANARY_HETU[:-1] + "x", "hetu_format"),  # lower-case check character
         (CANARY_HETU + "X", "hetu_format"),
         (CANARY_HETU.replace("-", "/"), "hetu_format"),
         (hetu_with("300285-923"), "hetu_date"),

@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from contracts import intake as contract
 from contracts.envelope import new_event_id
 from contracts.records import PII_FIELDS, CustomerRecord
-from contracts.sealing import generate_keypair, load_private_key, load_public_key, seal
+from contracts.sealing import TopicKey, seal
 from services.common import audit, crypto, outbox
 from services.common.kafka import PermanentError
 from services.records import app as records_app
@@ -478,13 +478,14 @@ def test_view_of_a_shredded_customer_is_masked() -> None:
 
 # --- the wire: sealed commands ---------------------------------------------------------------
 
-PRIVATE, PUBLIC = generate_keypair()
+TOPIC_SECRET = TopicKey.generate()
+KEY = TopicKey.from_b64(TOPIC_SECRET)
 
 
 def sealed_record(
-    command: Any, *, public: str = PUBLIC, key: str | None = None, offset: int = 0
+    command: Any, *, topic_key: TopicKey = KEY, key: str | None = None, offset: int = 0
 ) -> ConsumerRecord[bytes, bytes]:
-    wire = seal(command.model_dump(mode="json"), load_public_key(public))
+    wire = seal(command.model_dump(mode="json"), topic_key)
     return raw_record(json.dumps(wire).encode(), key or command.customer_id, offset=offset)
 
 
@@ -508,12 +509,12 @@ def test_a_sealed_command_opens_to_the_same_command() -> None:
     command = registration(customer_id())
     record = sealed_record(command)
     assert CANARY_EMAIL.encode() not in record.value
-    assert decode_command(record, load_private_key(PRIVATE)) == command
+    assert decode_command(record, KEY) == command
 
 
 def _reason(record: ConsumerRecord[bytes, bytes]) -> str:
     with pytest.raises(PermanentError) as caught:
-        decode_command(record, load_private_key(PRIVATE))
+        decode_command(record, KEY)
     message = str(caught.value)
     for canary in CANARIES:
         assert canary not in message
@@ -523,13 +524,13 @@ def _reason(record: ConsumerRecord[bytes, bytes]) -> str:
 
 def test_malformed_commands_are_permanent_with_a_code() -> None:
     command = registration(customer_id())
-    _, other_public = generate_keypair()
-    wire = seal(command.model_dump(mode="json"), load_public_key(PUBLIC))
+    other_key = TopicKey.from_b64(TopicKey.generate())
+    wire = seal(command.model_dump(mode="json"), KEY)
     tampered = wire | {"sealed": base64.b64encode(b"x" * 64).decode()}
     moved = wire | {"customer_id": "R-someone-else"}
     bad = command.model_dump(mode="json")
     bad["contact"]["emails"] = [CANARY_EMAIL] * 9  # too many: fails validation
-    invalid = seal(bad, load_public_key(PUBLIC))
+    invalid = seal(bad, KEY)
     consent = contract.ConsentCaptured.model_validate(
         envelope(command.customer_id, T0)
         | {
@@ -544,7 +545,7 @@ def test_malformed_commands_are_permanent_with_a_code() -> None:
         "not_json": raw_record(b"\xff{", command.customer_id),
         "not_object": raw_record(b"[1]", command.customer_id),
         "unexpected_type": sealed_record(consent),
-        "sealed_undecryptable": sealed_record(command, public=other_public),
+        "sealed_undecryptable": sealed_record(command, topic_key=other_key),
         "sealed_invalid": raw_record(
             json.dumps(wire | {"sealed": "***"}).encode(), command.customer_id
         ),
@@ -597,9 +598,11 @@ def test_the_app_subscribes_to_commands_in_batches_as_its_own_group() -> None:
 
 
 def test_a_bad_transit_key_is_a_clear_startup_error() -> None:
-    assert TransitKey(SecretStr(PRIVATE)).key is not None
-    with pytest.raises(RuntimeError, match="transit_private_key") as caught:
-        _ = TransitKey(SecretStr("not-a-key")).key
+    assert TransitKey({COMMANDS_TOPIC: SecretStr(TOPIC_SECRET)}).key is not None
+    with pytest.raises(RuntimeError, match="topic_keys"):
+        _ = TransitKey({}).key
+    with pytest.raises(RuntimeError, match="topic_keys") as caught:
+        _ = TransitKey({COMMANDS_TOPIC: SecretStr("not-a-key")}).key
     assert "not-a-key" not in str(caught.value)
 
 
