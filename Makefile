@@ -13,7 +13,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := python3.11
 NATIVE := deploy/native
 
-.PHONY: help install run stop test test-unit test-real lint fmt contracts bench \
+.PHONY: help install run stop test test-unit lint fmt contracts bench \
         infra-up infra-down infra-status clean
 
 help: ## List the commands

@@ -6,11 +6,28 @@ file named by `REKISTERI_ENV_FILE`) is read. Credentials are never printed.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import shlex
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_ENV_FILE = Path(__file__).resolve().parent.parent / ".rekisteri" / "env"
+KEK_BYTES = 32
+"""Length of a key-encryption key."""
+
+
+@dataclass(frozen=True)
+class RecordsStore:
+    """How the staff commands reach the register: the records role's DSN and the records KEK.
+
+    Staff use the CLI on the clinic's server, where `make run` generated both. Neither is ever
+    printed (`repr` hides them).
+    """
+
+    dsn: str = field(repr=False)
+    kek: bytes = field(repr=False)
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -50,3 +67,26 @@ def kafka_args(env: dict[str, str], principal: str) -> dict[str, str]:
         "sasl_plain_username": principal,
         "sasl_plain_password": password,
     }
+
+
+def records_store(env: dict[str, str]) -> RecordsStore:
+    """The register's connection settings (`RECORDS_PG_DSN`, `RECORDS_KEK`) from `env`.
+
+    Raises:
+        SystemExit: A setting is missing or the KEK is not base64 of 32 bytes (the message
+            names the variable, never its value).
+    """
+    dsn = env.get("RECORDS_PG_DSN")
+    kek_text = env.get("RECORDS_KEK")
+    if not dsn or not kek_text:
+        raise SystemExit(
+            "rekisteri: no register settings (RECORDS_PG_DSN, RECORDS_KEK); run this on the "
+            "clinic's server where `make run` generated them, or set REKISTERI_ENV_FILE"
+        )
+    try:
+        kek = base64.b64decode(kek_text, validate=True)
+    except (binascii.Error, ValueError):
+        kek = b""
+    if len(kek) != KEK_BYTES:
+        raise SystemExit("rekisteri: RECORDS_KEK is not base64 of 32 bytes")
+    return RecordsStore(dsn, kek)

@@ -38,9 +38,9 @@ async def collect(kafka: dict[str, Any]) -> tuple[list[GroupLag], list[DlqCount]
     """Read lag per (service group, consumed topic) and the size of every DLQ."""
     admin = AIOKafkaAdminClient(**kafka)
     consumer = AIOKafkaConsumer(**kafka, enable_auto_commit=False)
-    await admin.start()
-    await consumer.start()
     try:
+        await admin.start()
+        await consumer.start()
         topics = list(TOPICS) + list(dlq_topics())
         parts = {t.name: [TopicPartition(t.name, p) for p in range(t.partitions)] for t in topics}
         every = [tp for tps in parts.values() for tp in tps]

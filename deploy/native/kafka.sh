@@ -29,6 +29,7 @@ write_config() {
   # shellcheck disable=SC1091
   source "$STATE/secrets.env"
   mkdir -p "$(dirname "$CONF")"
+  ( umask 077; : >"$CONF" )   # holds the admin password: owner-only
   cat >"$CONF" <<PROPS
 process.roles=broker,controller
 node.id=1

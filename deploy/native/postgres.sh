@@ -40,7 +40,7 @@ init() {
   if [[ $EUID -eq 0 ]]; then chown -R postgres:postgres "$STATE/postgres"; fi
   log "initialising a database cluster"
   as_pg "$bin/initdb" -D "$DATA" -U postgres -E UTF8 --locale=C.UTF-8 \
-    --auth-local=trust --auth-host=scram-sha-256 --pwfile="$pwfile" >>"$PGLOG.init" 2>&1
+    --auth-local=peer --auth-host=scram-sha-256 --pwfile="$pwfile" >>"$PGLOG.init" 2>&1
   rm -f "$pwfile"
 }
 

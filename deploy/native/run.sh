@@ -26,7 +26,10 @@ run() {
   local s port logs=()
   for s in $(services); do
     if pid_alive "$RUN/svc-$s.pid"; then log "$s already running"; continue; fi
-    (cd "$REPO_ROOT" && setsid "$PY" -m "services.$s" >>"$STATE/logs/$s.log" 2>&1 </dev/null & echo $! >"$RUN/svc-$s.pid")
+    # Only the service's own variables: no other service's credentials, no admin secrets.
+    (cd "$REPO_ROOT" && setsid env -i PATH="$PATH" HOME="$HOME" LANG="${LANG:-C.UTF-8}" \
+      bash -c "set -a; source '$STATE/services/$s.env'; exec '$PY' -m services.$s" \
+      >>"$STATE/logs/$s.log" 2>&1 </dev/null & echo $! >"$RUN/svc-$s.pid")
     logs+=("$STATE/logs/$s.log")
   done
   trap 'echo; stop_services; bash "$HERE/infra.sh" down; exit 0' INT TERM

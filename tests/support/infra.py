@@ -1,10 +1,10 @@
 """Find the real Kafka, PostgreSQL and S3 server for the real test tier.
 
 Endpoints come from the environment first (`make infra-up` writes them to `.rekisteri/env`,
-which `make test` exports and which is read here when the variables are absent). Without them,
-testcontainers starts containers when a Docker engine answers. Otherwise the real tier fails
-with a clear message when `CI` is set, and is skipped with that message on a developer machine:
-it never silently skips under CI.
+which `make test` exports and which is read here when the variables are absent). Without them
+the real tier fails with a clear message when `CI` is set, and is skipped with that message on
+a developer machine: it never silently skips under CI. (No Docker engine runs on the project's
+machines, so the native servers are the real tier; testcontainers is not used yet.)
 """
 
 from __future__ import annotations
