@@ -37,7 +37,7 @@ stop_pid() {
   log "stopping $name (pid $pid)"
   kill "$pid" 2>/dev/null || true
   for i in $(seq 1 "${STOP_TIMEOUT_TENTHS:-300}"); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then log "$name did not stop in 30 s; killing"; kill -9 "$pid" 2>/dev/null || true; fi
+  if kill -0 "$pid" 2>/dev/null; then log "$name did not stop in time; killing"; kill -9 "$pid" 2>/dev/null || true; fi
   rm -f "$file"
 }
 

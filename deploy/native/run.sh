@@ -27,12 +27,15 @@ run() {
   for s in $(services); do
     if pid_alive "$RUN/svc-$s.pid"; then log "$s already running"; continue; fi
     # Only the service's own variables: no other service's credentials, no admin secrets.
+    # The shell writes its own pid and then execs the service, so the pid file names the service
+    # itself (setsid may fork, so `$!` would not).
     (cd "$REPO_ROOT" && setsid env -i PATH="$PATH" HOME="$HOME" LANG="${LANG:-C.UTF-8}" \
-      bash -c "set -a; source '$STATE/services/$s.env'; exec '$PY' -m services.$s" \
-      >>"$STATE/logs/$s.log" 2>&1 </dev/null & echo $! >"$RUN/svc-$s.pid")
+      bash -c "echo \$\$ >'$RUN/svc-$s.pid'; set -a; source '$STATE/services/$s.env'; exec '$PY' -m services.$s" \
+      >>"$STATE/logs/$s.log" 2>&1 </dev/null &)
+    for _ in $(seq 1 50); do [[ -s "$RUN/svc-$s.pid" ]] && break; sleep 0.1; done
     logs+=("$STATE/logs/$s.log")
   done
-  trap 'echo; stop_services; bash "$HERE/infra.sh" down; exit 0' INT TERM
+  trap 'echo; [[ -n "${tail_pid:-}" ]] && kill "$tail_pid" 2>/dev/null; stop_services; bash "$HERE/infra.sh" down; exit 0' INT TERM
   echo
   echo "Rekisteri is running:"
   echo "  Kafka       127.0.0.1:$KAFKA_PORT (SASL_PLAINTEXT, SCRAM-SHA-512; users per service)"
@@ -45,11 +48,15 @@ run() {
   echo "  settings and local credentials: $STATE/env (generated; never commit)"
   echo "Streaming logs; Ctrl-C or 'make stop' stops everything."
   echo
+  local tail_pid=""
   if ((${#logs[@]})); then
     tail -n 0 -F "${logs[@]}" &
+    tail_pid=$!
   fi
   # Wait until stopped from another shell (the pid files vanish) or interrupted.
-  while pid_alive "$STATE/run/kafka.pid"; do sleep 1; done
+  # `|| true`: a sleep killed by Ctrl-C must reach the trap, not errexit.
+  while pid_alive "$STATE/run/kafka.pid"; do sleep 1 || true; done
+  [[ -n "$tail_pid" ]] && kill "$tail_pid" 2>/dev/null
   stop_services
   log "stopped"
 }
