@@ -164,12 +164,11 @@ async def apply_commands(
     customers = await repo.lock_customers([c.customer_id for c in todo])
     existing = [cid for cid, row in customers.items() if row.version > 0]
     current = await repo.current_items(existing)
-    ciphers: dict[str, CustomerCipher] = {}
-    for cid in customers:
-        try:
-            ciphers[cid] = CustomerCipher(await repo.data_key(cid), cid)
-        except crypto.KeyShreddedError:
-            raise PermanentError("customer_erased") from None
+    try:
+        keys = await repo.data_keys(list(customers))
+    except crypto.KeyShreddedError:
+        raise PermanentError("customer_erased") from None
+    ciphers = {cid: CustomerCipher(keys[cid], cid) for cid in customers}
     planner = BatchPlanner(customers, current, ciphers)
     try:
         for command in todo:

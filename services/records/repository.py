@@ -176,11 +176,11 @@ class RegisterRepository(Protocol):
     async def current_items(self, customer_ids: Sequence[str]) -> list[StoredItem]:
         """The current item versions of the customers."""
 
-    async def data_key(self, customer_id: str) -> crypto.DataKey:
-        """The customer's data key, created on first use.
+    async def data_keys(self, customer_ids: Sequence[str]) -> dict[str, crypto.DataKey]:
+        """The customers' data keys, created on first use.
 
         Raises:
-            crypto.KeyShreddedError: The customer was erased.
+            crypto.KeyShreddedError: One of the customers was erased.
         """
 
     async def read_key(self, customer_id: str) -> crypto.DataKey | None:
@@ -322,9 +322,9 @@ class PostgresRegister:
             for r in rows
         ]
 
-    async def data_key(self, customer_id: str) -> crypto.DataKey:
-        """The customer's data key, created on first use (in the caller's transaction)."""
-        return await self.keys.get_or_create(self.conn, customer_id)
+    async def data_keys(self, customer_ids: Sequence[str]) -> dict[str, crypto.DataKey]:
+        """The customers' data keys, created on first use (in the caller's transaction)."""
+        return await self.keys.get_or_create_many(self.conn, customer_ids)
 
     async def read_key(self, customer_id: str) -> crypto.DataKey | None:
         """The customer's data key, or None when they have none or it was shredded."""
@@ -475,15 +475,15 @@ class FakeRegister:
         wanted = set(customer_ids)
         return [i for i in self._items.values() if i.customer_id in wanted and i.current]
 
-    async def data_key(self, customer_id: str) -> crypto.DataKey:
-        """The customer's key, created on first use; refused once shredded."""
-        if customer_id in self.shredded:
+    async def data_keys(self, customer_ids: Sequence[str]) -> dict[str, crypto.DataKey]:
+        """The customers' keys, created on first use; refused once one is shredded."""
+        if self.shredded.intersection(customer_ids):
             raise crypto.KeyShreddedError("the customer's key has been shredded")
-        key = self._keys.get(customer_id)
-        if key is None:
-            key = crypto.DataKey(customer_id, secrets.token_bytes(crypto.KEY_BYTES))
-            self._keys[customer_id] = key
-        return key
+        for customer_id in customer_ids:
+            if customer_id not in self._keys:
+                key = crypto.DataKey(customer_id, secrets.token_bytes(crypto.KEY_BYTES))
+                self._keys[customer_id] = key
+        return {cid: self._keys[cid] for cid in customer_ids}
 
     async def read_key(self, customer_id: str) -> crypto.DataKey | None:
         """The customer's key, or None."""

@@ -171,3 +171,22 @@ async def test_concurrent_first_use_agrees_on_one_key(connect: Connect) -> None:
     loser: DataKey = await asyncio.wait_for(racer, timeout=10)
     assert loser == winner
     assert await second.fetchval("SELECT count(*) FROM subject_keys") == 1
+
+
+async def test_bulk_keys_agree_with_single_keys_and_refuse_the_shredded(connect: Connect) -> None:
+    conn = await connect()
+    kek = os.urandom(32)
+    old, new_a, new_b = (f"C-bulk-{uuid.uuid4().hex[:8]}" for _ in range(3))
+    existing = await KeyStore(None, kek).get_or_create(conn, old)
+    bulk = await KeyStore(None, kek, cache_ttl_s=0).get_or_create_many(conn, [old, new_a, new_b])
+    assert set(bulk) == {old, new_a, new_b}
+    assert bulk[old] == existing
+    assert bulk[new_a] != bulk[new_b]
+    fresh = KeyStore(None, kek, cache_ttl_s=0)
+    assert await fresh.get(conn, new_a) == bulk[new_a]
+    assert await fresh.get(conn, new_b) == bulk[new_b]
+    assert await conn.fetchval("SELECT count(*) FROM subject_keys") == 3
+    await fresh.shred(conn, new_b)
+    with pytest.raises(KeyShreddedError):
+        await fresh.get_or_create_many(conn, [new_a, new_b])
+    assert await conn.fetchval("SELECT count(*) FROM subject_keys") == 3
