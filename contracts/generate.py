@@ -206,8 +206,21 @@ def asyncapi_document(module: ModuleType) -> str:
     factory = getattr(app, "schema", None)
     if factory is None:
         raise RuntimeError(f"{module.__name__}.create_app() returned an app with no schema")
-    document = factory.to_specification().to_jsonable()
+    document = _sorted_maps(factory.to_specification().to_jsonable())
     return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
+
+
+_UNORDERED: Final = frozenset({"channels", "operations", "messages", "schemas"})
+"""Maps whose order FastStream takes from sets (it varies with hash seeds): sorted by name."""
+
+
+def _sorted_maps(node: Any, key: str | None = None) -> Any:  # noqa: ANN401 - JSON-like data
+    if isinstance(node, dict):
+        items = sorted(node.items()) if key in _UNORDERED else node.items()
+        return {k: _sorted_maps(v, k) for k, v in items}
+    if isinstance(node, list):
+        return [_sorted_maps(v) for v in node]
+    return node
 
 
 async def _await(awaitable: typing.Awaitable[Any]) -> Any:  # noqa: ANN401 - any app type

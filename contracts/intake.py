@@ -24,6 +24,8 @@ from uuid import UUID  # noqa: TC003 - pydantic resolves annotations at runtime
 
 from pydantic import Field
 
+from contracts.consent import Actor as ConsentActor
+from contracts.consent import ConsentChannel, Purpose
 from contracts.envelope import Event, WireModel
 
 # --- Shared vocabularies and field shapes -------------------------------------------------
@@ -48,16 +50,8 @@ GuardianType = Literal["guardian", "trustee"]
 """A minor's guardian (huoltaja) or an appointed trustee (edunvalvoja)."""
 GuardianScope = Literal["health_care", "personal_matters", "financial_matters"]
 """What a representative may act on."""
-ConsentPurpose = Literal[
-    "marketing_email",
-    "marketing_sms",
-    "marketing_post",
-    "marketing_phone",
-    "research",
-    "analytics_cookies",
-    "photo_marketing_use",
-]
-"""A purpose that needs its own consent, recorded separately."""
+ConsentPurpose = Purpose
+"""A purpose of the closed catalogue (`contracts.consent.Purpose`), recorded separately."""
 
 Phone = Annotated[str, Field(min_length=1, max_length=32, pattern=SINGLE_LINE)]
 Email = Annotated[str, Field(min_length=1, max_length=320, pattern=SINGLE_LINE)]
@@ -392,11 +386,26 @@ class FeedbackGiven(Submission):
 
 
 class ConsentCaptured(Submission):
-    """The customer gave a consent for one purpose (owner: consent)."""
+    """The customer gave (or refused) a consent for one purpose (owner: consent).
+
+    Carries what ISO/IEC TS 27560 asks of a consent record: the purpose, the status, the notice
+    shown (id, version, language, hash of the exact text), the channel, who expressed it, and
+    the evidence; `occurred_at` is when it was expressed.
+    """
 
     type: Literal["ConsentCaptured"] = Field("ConsentCaptured", description="Event type name.")
     schema_version: Literal[1] = Field(1, description="Version of this event type's schema.")
-    purpose: ConsentPurpose = Field(description="The one purpose consented to.")
+    purpose: Purpose = Field(description="The one purpose consented to (or refused).")
+    status: Literal["given", "refused"] = Field(
+        "given", description="`given`, or `refused` when the customer was asked and declined."
+    )
+    notice_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=IDENTIFIER,
+        description="The notice (wording) shown (null: the purpose's own, `consent.<purpose>`).",
+    )
     notice_version: str = Field(
         min_length=1,
         max_length=32,
@@ -404,22 +413,39 @@ class ConsentCaptured(Submission):
         description="Version of the consent wording the customer saw.",
     )
     language: Language = Field(description="Language of the wording the customer saw.")
-    channel: Channel = Field(description="Where the consent was given.")
-    actor: str = Field(
+    notice_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description=(
+            "SHA-256 (lower-case hex) of the exact text shown (null: consent takes it from its "
+            "notice catalogue when it knows the notice)."
+        ),
+    )
+    channel: ConsentChannel = Field(description="Where: desk, web, kiosk, phone or paper.")
+    actor: ConsentActor = Field(
+        "customer",
+        description="Who expressed it: the customer, their guardian, or staff acting for them.",
+    )
+    actor_id: str | None = Field(
+        None,
         min_length=1,
         max_length=64,
         pattern=IDENTIFIER,
-        description="Who recorded it: a staff account id, or `customer` for self-service.",
+        description="The guardian's customer number or the staff account acting (null: none).",
     )
-    given_by: Literal["customer", "guardian", "trustee"] = Field(
-        "customer", description="Who consented: the customer or their representative."
+    recorded_by: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=IDENTIFIER,
+        description="The staff account that entered it (desk, phone, paper), if any.",
     )
     photo_id: str | None = Field(
         None,
         min_length=1,
         max_length=64,
         pattern=IDENTIFIER,
-        description="For photo_marketing_use: the one photo the consent covers.",
+        description="For photo purposes: the one photo the consent covers (null: every photo).",
     )
     evidence_ref: str | None = Field(
         None,
@@ -431,25 +457,58 @@ class ConsentCaptured(Submission):
 
 
 class ConsentWithdrawn(Submission):
-    """The customer withdrew a consent (owner: consent)."""
+    """The customer withdrew a consent, or staff revoked it for them (owner: consent)."""
 
     type: Literal["ConsentWithdrawn"] = Field("ConsentWithdrawn", description="Event type name.")
     schema_version: Literal[1] = Field(1, description="Version of this event type's schema.")
-    purpose: ConsentPurpose = Field(description="The purpose withdrawn.")
-    channel: Channel = Field(description="Where the withdrawal was made.")
-    actor: str = Field(
+    purpose: Purpose = Field(description="The purpose withdrawn.")
+    channel: ConsentChannel = Field(description="Where: desk, web, kiosk, phone or paper.")
+    actor: ConsentActor = Field(
+        "customer",
+        description=(
+            "Who withdrew it: the customer or their guardian (status withdrawn), or staff "
+            "revoking it on the customer's behalf (status revoked)."
+        ),
+    )
+    actor_id: str | None = Field(
+        None,
         min_length=1,
         max_length=64,
         pattern=IDENTIFIER,
-        description="Who recorded it: a staff account id, or `customer` for self-service.",
+        description="The guardian's customer number or the staff account acting (null: none).",
+    )
+    recorded_by: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=IDENTIFIER,
+        description="The staff account that entered it (desk, phone, paper), if any.",
     )
     photo_id: str | None = Field(
         None,
         min_length=1,
         max_length=64,
         pattern=IDENTIFIER,
-        description="For photo_marketing_use: the one photo (null: every photo).",
+        description="For photo purposes: the one photo (null: every photo).",
     )
+    evidence_ref: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        pattern=SINGLE_LINE,
+        description="Reference to the evidence (e.g. a signed form's archive id).",
+    )
+
+
+ObjectionName = Literal[
+    "direct_marketing",
+    "distance_selling",
+    "market_research",
+    "opinion_research",
+    "analytics",
+    "research",
+]
+"""What an objection names; consent maps each to its kind (`consent.OBJECTION_ALIASES`)."""
 
 
 class ObjectionLodged(Submission):
@@ -457,25 +516,30 @@ class ObjectionLodged(Submission):
 
     type: Literal["ObjectionLodged"] = Field("ObjectionLodged", description="Event type name.")
     schema_version: Literal[1] = Field(1, description="Version of this event type's schema.")
-    objection: Literal[
-        "direct_marketing",
-        "distance_selling",
-        "market_research",
-        "opinion_research",
-        "analytics",
-        "research",
-    ] = Field(
+    objection: ObjectionName = Field(
         description=(
-            "What is objected to; the marketing kinds are absolute (Art. 21(2)-(3)), analytics "
-            "and research are reviewed (Art. 21(1))."
+            "What is objected to; the direct-marketing and research kinds are absolute "
+            "(Art. 21(2)-(3)) and can never be refused, analytics is Art. 21(1)."
         )
     )
-    channel: Channel = Field(description="Where the objection was made.")
-    actor: str = Field(
+    channel: ConsentChannel = Field(description="Where: desk, web, kiosk, phone or paper.")
+    actor: ConsentActor = Field(
+        "customer",
+        description="Who objected: the customer, their guardian, or staff acting for them.",
+    )
+    actor_id: str | None = Field(
+        None,
         min_length=1,
         max_length=64,
         pattern=IDENTIFIER,
-        description="Who recorded it: a staff account id, or `customer` for self-service.",
+        description="The guardian's customer number or the staff account acting (null: none).",
+    )
+    recorded_by: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=IDENTIFIER,
+        description="The staff account that entered it (desk, phone, paper), if any.",
     )
     grounds: str | None = Field(
         None,
@@ -484,6 +548,50 @@ class ObjectionLodged(Submission):
         pattern=MULTI_LINE,
         repr=False,
         description="The customer's grounds, for an Art. 21(1) objection (none needed otherwise).",
+    )
+    evidence_ref: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        pattern=SINGLE_LINE,
+        description="Reference to the evidence (e.g. a signed form's archive id).",
+    )
+
+
+class ObjectionLifted(Submission):
+    """The customer explicitly lifted an objection (owner: consent).
+
+    Only the customer (or their guardian) can lift an objection; staff may enter it for them
+    (`recorded_by`). Capturing a marketing consent never lifts one.
+    """
+
+    type: Literal["ObjectionLifted"] = Field("ObjectionLifted", description="Event type name.")
+    schema_version: Literal[1] = Field(1, description="Version of this event type's schema.")
+    objection: ObjectionName = Field(description="The objection lifted.")
+    channel: ConsentChannel = Field(description="Where: desk, web, kiosk, phone or paper.")
+    actor: Literal["customer", "guardian"] = Field(
+        "customer", description="Who lifted it: the customer or their guardian, never staff."
+    )
+    actor_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=IDENTIFIER,
+        description="The guardian's customer number (null: the customer).",
+    )
+    recorded_by: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=IDENTIFIER,
+        description="The staff account that entered it (desk, phone, paper), if any.",
+    )
+    evidence_ref: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        pattern=SINGLE_LINE,
+        description="Reference to the evidence (e.g. a signed form's archive id).",
     )
 
 
@@ -548,6 +656,7 @@ SUBMISSIONS: Final[dict[tuple[str, int], type[Submission]]] = {
         ConsentCaptured,
         ConsentWithdrawn,
         ObjectionLodged,
+        ObjectionLifted,
         PhotoUploaded,
         RightsRequestReceived,
     )

@@ -108,13 +108,14 @@ OWNERS: Final[Mapping[str, Owner]] = MappingProxyType(
         "ConsentCaptured": Owner.CONSENT,
         "ConsentWithdrawn": Owner.CONSENT,
         "ObjectionLodged": Owner.CONSENT,
+        "ObjectionLifted": Owner.CONSENT,
         "PhotoUploaded": Owner.PHOTOS,
         "RightsRequestReceived": Owner.RIGHTS,
     }
 )
 """The owner of every submission type."""
 
-SUPPORTED_OWNERS: Final = frozenset({Owner.RECORDS})
+SUPPORTED_OWNERS: Final = frozenset({Owner.RECORDS, Owner.CONSENT})
 """Owners that exist yet; submissions for the others are rejected `not_supported_yet`."""
 
 

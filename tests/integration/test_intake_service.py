@@ -278,13 +278,12 @@ async def submit_first_round(
         "hetu_format": registration(
             customer(23), demographics=with_hetu(CANARY_HETU.replace("-", "Q"))
         ),
-        "not_supported_yet": envelope(customer(24), "ConsentCaptured")
+        "not_supported_yet": envelope(customer(24), "PhotoUploaded")
         | {
-            "purpose": "marketing_email",
-            "notice_version": "2026.1",
-            "language": "fi",
-            "channel": "kiosk",
-            "actor": "customer",
+            "upload_id": str(uuid.uuid4()),
+            "view": "front",
+            "sha256": "ab" * 32,
+            "size_bytes": 123_456,
         },
     }
     for code, doc in sealed_bad.items():

@@ -224,14 +224,13 @@ class Generator:
                 doc["schema_version"] = 9
                 return sealed(doc, "unknown_schema_version")
             case "not_supported_yet":
-                consent = _envelope("ConsentCaptured", cid) | {
-                    "purpose": "marketing_email",
-                    "notice_version": "2026-11",
-                    "language": "fi",
-                    "channel": "kiosk",
-                    "actor": "customer",
+                photo = _envelope("PhotoUploaded", cid) | {
+                    "upload_id": str(uuid.uuid4()),
+                    "view": "front",
+                    "sha256": "ab" * 32,
+                    "size_bytes": 123_456,
                 }
-                return Sent(cid.encode(), consent, consent["event_id"], cid, "not_supported_yet")
+                return Sent(cid.encode(), photo, photo["event_id"], cid, "not_supported_yet")
             case "not_sealed":
                 plain = json.dumps(
                     {k: v for k, v in doc.items() if k in _ENVELOPE} | {"billing_reference": "X"}

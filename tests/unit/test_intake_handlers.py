@@ -66,6 +66,8 @@ KAFKA_MAX_MESSAGE_BYTES = 1_048_588
 INTAKE_PRIVATE, INTAKE_PUBLIC = generate_keypair()
 RECORDS_TOPIC_SECRET = TopicKey.generate()
 RECORDS_TOPIC_KEY = TopicKey.from_b64(RECORDS_TOPIC_SECRET)
+CONSENT_TOPIC_SECRET = TopicKey.generate()
+CONSENT_TOPIC_KEY = TopicKey.from_b64(CONSENT_TOPIC_SECRET)
 OTHER_PRIVATE, OTHER_PUBLIC = generate_keypair()
 
 TAG = secrets.token_hex(4)
@@ -126,7 +128,7 @@ class FakeRepository:
 def keys() -> TransitKeys:
     return TransitKeys(
         private=load_private_key(INTAKE_PRIVATE),
-        owners={Owner.RECORDS: RECORDS_TOPIC_KEY},
+        owners={Owner.RECORDS: RECORDS_TOPIC_KEY, Owner.CONSENT: CONSENT_TOPIC_KEY},
     )
 
 
@@ -249,6 +251,36 @@ async def test_sealed_registration_becomes_a_command_sealed_to_records() -> None
     }
     assert intake.counts["accepted"] == 1
     assert repo.inbox == {UUID(doc["event_id"])}
+
+
+async def test_consent_submission_is_sealed_to_consent_and_routed() -> None:
+    repo = FakeRepository()
+    intake = make_intake(repo)
+    doc = {
+        "event_id": str(uuid.uuid4()),
+        "type": "ObjectionLodged",
+        "occurred_at": "2026-01-14T09:30:00+02:00",
+        "customer_id": "C-1001",
+        "objection": "distance_selling",
+        "channel": "desk",
+        "actor": "customer",
+        "recorded_by": "staff-3",
+        "grounds": CANARY_FAMILY,
+    }
+    await handle(intake, sealed(doc))
+
+    [row] = repo.rows
+    assert row.topic == "consent.commands.v1"
+    assert row.key == "C-1001"
+    assert row.event_id == UUID(doc["event_id"])
+    assert_no_canary(row)
+    wire = json.loads(row.payload)
+    with pytest.raises(Exception, match="sealed_undecryptable"):
+        unseal(wire, RECORDS_TOPIC_KEY)
+    command = unseal(wire, CONSENT_TOPIC_KEY)
+    assert command["objection"] == "distance_selling"
+    assert command["grounds"] == CANARY_FAMILY
+    assert command["producer"] == "intake"
 
 
 async def test_command_does_not_open_with_intakes_own_key() -> None:
@@ -380,13 +412,12 @@ BAD_INPUTS: dict[str, tuple[Any, str, str | None]] = {
         lambda: sealed(
             {
                 "event_id": str(uuid.uuid4()),
-                "type": "ConsentCaptured",
+                "type": "PhotoUploaded",
                 "customer_id": "C-1001",
-                "purpose": "marketing_email",
-                "notice_version": "2026.1",
-                "language": "fi",
-                "channel": "kiosk",
-                "actor": "customer",
+                "upload_id": str(uuid.uuid4()),
+                "view": "front",
+                "sha256": "ab" * 32,
+                "size_bytes": 123_456,
             }
         ),
         "not_supported_yet",
@@ -590,10 +621,13 @@ def test_transit_keys_load_from_settings() -> None:
     loaded = TransitKeys.from_settings(
         intake_settings(
             transit_private_key=SecretStr(INTAKE_PRIVATE),
-            topic_keys={"records.commands.v1": SecretStr(RECORDS_TOPIC_SECRET)},
+            topic_keys={
+                "records.commands.v1": SecretStr(RECORDS_TOPIC_SECRET),
+                "consent.commands.v1": SecretStr(CONSENT_TOPIC_SECRET),
+            },
         )
     )
-    assert set(loaded.owners) == {Owner.RECORDS}
+    assert set(loaded.owners) == {Owner.RECORDS, Owner.CONSENT}
     assert INTAKE_PRIVATE not in repr(loaded)
 
 
@@ -602,8 +636,13 @@ def test_transit_keys_load_from_settings() -> None:
     [
         ("", {"records.commands.v1": RECORDS_TOPIC_SECRET}, "transit_private_key"),
         ("not base64!", {"records.commands.v1": RECORDS_TOPIC_SECRET}, "transit_private_key"),
-        (INTAKE_PRIVATE, {}, "records"),
-        (INTAKE_PRIVATE, {"records.commands.v1": "AAAA"}, "records"),
+        (INTAKE_PRIVATE, {"consent.commands.v1": CONSENT_TOPIC_SECRET}, "records"),
+        (
+            INTAKE_PRIVATE,
+            {"records.commands.v1": "AAAA", "consent.commands.v1": CONSENT_TOPIC_SECRET},
+            "records",
+        ),
+        (INTAKE_PRIVATE, {"records.commands.v1": RECORDS_TOPIC_SECRET}, "consent"),
     ],
 )
 def test_missing_or_bad_transit_keys_are_refused(

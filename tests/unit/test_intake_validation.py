@@ -125,8 +125,14 @@ MINIMAL: dict[str, dict[str, Any]] = {
         "channel": "kiosk",
         "actor": "customer",
     },
-    "ConsentWithdrawn": {"purpose": "marketing_sms", "channel": "phone", "actor": "staff-3"},
-    "ObjectionLodged": {"objection": "direct_marketing", "channel": "email", "actor": "staff-3"},
+    "ConsentWithdrawn": {
+        "purpose": "marketing_sms",
+        "channel": "phone",
+        "actor": "staff",
+        "actor_id": "staff-3",
+    },
+    "ObjectionLodged": {"objection": "direct_marketing", "channel": "paper", "actor": "guardian"},
+    "ObjectionLifted": {"objection": "market_research", "channel": "web"},
     "PhotoUploaded": {
         "upload_id": str(uuid.uuid4()),
         "view": "front",
@@ -267,14 +273,14 @@ def test_every_submission_type_is_accepted_and_owned(event_type: str) -> None:
     result = accepted(envelope(event_type, **MINIMAL[event_type]))
     assert result.event.type == event_type
     assert result.owner is owner_of(event_type)
-    assert result.supported is (result.owner is Owner.RECORDS)
+    assert result.supported is (result.owner in {Owner.RECORDS, Owner.CONSENT})
 
 
 @pytest.mark.parametrize("event_type", sorted(MINIMAL))
-def test_only_records_is_routed_the_rest_is_not_supported_yet(event_type: str) -> None:
+def test_records_and_consent_are_routed_the_rest_is_not_supported_yet(event_type: str) -> None:
     doc = envelope(event_type, **MINIMAL[event_type])
     result = route_submission(encode(doc), key=KEY.encode(), today=TODAY)
-    if owner_of(event_type) is Owner.RECORDS:
+    if owner_of(event_type) in {Owner.RECORDS, Owner.CONSENT}:
         assert isinstance(result, Accepted)
     else:
         assert isinstance(result, Rejected)
@@ -286,12 +292,27 @@ def test_only_records_is_routed_the_rest_is_not_supported_yet(event_type: str) -
 
 
 def test_supported_owners_are_configurable() -> None:
-    doc = envelope("ConsentCaptured", **MINIMAL["ConsentCaptured"])
+    doc = envelope("PhotoUploaded", **MINIMAL["PhotoUploaded"])
     result = route_submission(
         encode(doc), key=KEY.encode(), today=TODAY, supported=frozenset(Owner)
     )
     assert isinstance(result, Accepted)
-    assert result.topic == "consent.commands.v1"
+    assert result.topic == "photos.commands.v1"
+
+
+def test_consent_submissions_route_to_consent() -> None:
+    for event_type in ("ConsentCaptured", "ConsentWithdrawn", "ObjectionLodged", "ObjectionLifted"):
+        doc = envelope(event_type, **MINIMAL[event_type])
+        result = route_submission(encode(doc), key=KEY.encode(), today=TODAY)
+        assert isinstance(result, Accepted)
+        assert result.topic == "consent.commands.v1"
+
+
+def test_staff_cannot_lift_an_objection() -> None:
+    doc = envelope("ObjectionLifted", **MINIMAL["ObjectionLifted"], actor="staff")
+    result = route_submission(encode(doc), key=KEY.encode(), today=TODAY)
+    assert isinstance(result, Rejected)
+    assert reasons(result) == [("field_value", "actor")]
 
 
 def test_owner_table_covers_exactly_the_submission_types() -> None:
