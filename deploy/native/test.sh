@@ -13,7 +13,8 @@ trap cleanup EXIT
 # Small compaction windows so tests can watch tombstones take effect; fsync stays on.
 export REKISTERI_COMPACTION_MS="${REKISTERI_COMPACTION_MS:-5000}"
 bash "$HERE/infra.sh" up
-set -a; source "$STATE/env"; set +a
+# The tests read .rekisteri/env themselves (tests/support/infra.py); nothing is exported here,
+# so no deployment variable can leak into the unit tier.
 
 log "lint"
 .venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
