@@ -10,7 +10,9 @@ from contracts.topics import all_topics
 from tests.support.infra import Infra
 
 
-async def find_in_topics(infra: Infra, tag: bytes, hetus: set[bytes]) -> dict[str, int]:
+async def find_in_topics(
+    infra: Infra, tag: bytes, hetus: set[bytes], *, only: set[str] | None = None
+) -> dict[str, int]:
     """Every topic (DLQs included) read from offset 0 as the admin: where canaries occur.
 
     Canaries are found by the run's `tag` (carried by every canary name, e-mail, street and
@@ -29,6 +31,8 @@ async def find_in_topics(infra: Infra, tag: bytes, hetus: set[bytes]) -> dict[st
     await consumer.start()
     try:
         for topic in all_topics():
+            if only is not None and topic.name not in only:
+                continue
             tps = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
