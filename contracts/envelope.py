@@ -8,22 +8,32 @@ customer is its `customer_id`, the clinic's opaque customer number, never person
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-import uuid6
 from pydantic import BaseModel, ConfigDict, Field
 
 
 def new_event_id() -> UUID:
-    """A fresh UUIDv7: time-ordered, so ids sort roughly by creation time."""
-    return UUID(str(uuid6.uuid7()))
+    """A fresh UUIDv7 (RFC 9562): time-ordered, so ids sort roughly by creation time.
+
+    48 bits of Unix milliseconds, the version and variant bits, 74 random bits. Built directly
+    as an integer: events are created by the thousand per second, and this is ~1 µs.
+    """
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10)) & _RAND_MASK
+    return UUID(int=value | _VERSION_7)
 
 
 def utcnow() -> datetime:
     """The current time, timezone-aware in UTC."""
     return datetime.now(UTC)
+
+
+_RAND_MASK = (1 << 80) - 1 ^ (0xF << 76) ^ (0x3 << 62)
+_VERSION_7 = 0x7 << 76 | 0x2 << 62
 
 
 EVENT_TYPES: dict[str, type[Event]] = {}

@@ -354,3 +354,18 @@ def test_check_and_write_cycle(
     assert generate.main([]) == 0
     assert not (schemas / "Retired.v1.json").exists()
     assert generate.main(["--check"]) == 0
+
+
+def test_event_ids_are_uuid7_and_time_ordered() -> None:
+    import time  # noqa: PLC0415
+
+    from contracts.envelope import new_event_id  # noqa: PLC0415
+
+    first = new_event_id()
+    time.sleep(0.002)
+    ids = [new_event_id() for _ in range(1000)]
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in [first, *ids])
+    assert len(set(ids)) == 1000
+    assert all(first.int >> 80 < i.int >> 80 for i in ids)  # later milliseconds sort later
+    now_ms = time.time_ns() // 1_000_000
+    assert 0 <= now_ms - (ids[-1].int >> 80) < 1000
