@@ -30,6 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.config import kafka_args, load_environment, records_store
+from cli.consent import consent_app
 from cli.customer import (
     Lookup,
     ShowRequest,
@@ -43,6 +44,7 @@ from cli.customer import (
     show,
     staff_of,
 )
+from cli.marketing import marketing_app
 from cli.status import collect
 from contracts.client import IntakeClient, LocalRejectionError
 from contracts.envelope import new_event_id
@@ -58,6 +60,8 @@ app = typer.Typer(
 )
 customer_app = typer.Typer(no_args_is_help=True, help="Look customers up (staff).")
 app.add_typer(customer_app, name="customer")
+app.add_typer(consent_app, name="consent")
+app.add_typer(marketing_app, name="marketing")
 console = Console()
 errors = Console(stderr=True)
 
