@@ -4,8 +4,9 @@ Pure code, no I/O. Analytics never holds a customer number: every row is keyed b
 `pseudonym(key, customer_id)` = HMAC-SHA256(key, customer_id), so its tables cannot be joined
 to the register without the key. A contribution is what one version of a customer's register
 entry (`records.customer.v1`) says in clear: whether the customer is registered, the data
-classes and sources held, and the month it happened in. The personal fields of the entry are
-encrypted with the customer's own key, which analytics never has.
+classes and sources held, the month it happened in, and its analytics facts (age band,
+preferred language, acquisition channel, the month of each visit). The personal fields of the
+entry are encrypted with the customer's own key, which analytics never has.
 
 The consent rules (versions decide, exclusions, fail closed) are the shared ones of
 `services.consentview.view`; an exclusion is analytics' stop.
@@ -52,6 +53,10 @@ class Contribution:
         registered: Whether the customer's registration had arrived.
         data_classes: The data classes held, sorted.
         sources: The distinct sources of the current items, sorted.
+        age_band: The customer's age band when the entry was made (None: not held).
+        language: The preferred language (None: not held).
+        channel: The acquisition channel (None: not held).
+        visit_months: The month of each visit (one per visit), sorted.
     """
 
     version: int
@@ -59,16 +64,33 @@ class Contribution:
     registered: bool
     data_classes: tuple[str, ...]
     sources: tuple[str, ...]
+    age_band: str | None = None
+    language: str | None = None
+    channel: str | None = None
+    visit_months: tuple[date, ...] = ()
+
+
+def visit_month(text: str) -> date:
+    """The first day of a `YYYY-MM` month."""
+    year, month = text.split("-")
+    return date(int(year), int(month), 1)
 
 
 def contribution_of(record: CustomerRecord) -> Contribution:
-    """The contribution of a register entry: only its clear metadata, never `pii`."""
+    """The contribution of a register entry: its clear metadata and facts, never `pii`."""
+    facts = record.analytics
     return Contribution(
         version=record.version,
         month=month_of(record.occurred_at),
         registered=record.registered,
         data_classes=tuple(sorted(set(record.data_classes))),
         sources=tuple(sorted(set(record.sources.values()))),
+        age_band=facts.age_band if facts is not None else None,
+        language=facts.preferred_language if facts is not None else None,
+        channel=facts.acquisition_channel if facts is not None else None,
+        visit_months=(
+            tuple(sorted(visit_month(m) for m in facts.visit_months)) if facts is not None else ()
+        ),
     )
 
 
@@ -84,6 +106,10 @@ class Aggregates:
         changes_per_month: Register changes (visits and feedback included) by month.
         customers_by_source: Customers by a source of their current items.
         customers_by_data_class: Customers by a data class held on them.
+        visits_per_month: Visits by month (a cell shown when enough customers visited).
+        customers_by_channel: Customers by acquisition channel (not held: not counted).
+        customers_by_age_band: Customers by age band as of their latest entry.
+        customers_by_language: Customers by preferred language.
         min_cell: The smallest cell shown.
     """
 
@@ -92,4 +118,8 @@ class Aggregates:
     changes_per_month: dict[date, int] = field(default_factory=dict)
     customers_by_source: dict[str, int] = field(default_factory=dict)
     customers_by_data_class: dict[str, int] = field(default_factory=dict)
+    visits_per_month: dict[date, int] = field(default_factory=dict)
+    customers_by_channel: dict[str, int] = field(default_factory=dict)
+    customers_by_age_band: dict[str, int] = field(default_factory=dict)
+    customers_by_language: dict[str, int] = field(default_factory=dict)
     min_cell: int = MIN_CELL

@@ -7,7 +7,9 @@ ingests register entries (`add_contribution`, `forget_contributions`) under the 
 as the stops, so a contribution can never slip in behind an exclusion.
 
 `aggregates(conn)` computes the statistics from the contributions of the customers counted
-(analytics allowed in their view, not excluded), in one consistent snapshot.
+(analytics allowed in their view, not excluded), in one consistent snapshot: registrations,
+changes and visits per month, and customers by source, data class, acquisition channel, age
+band and language (each customer's latest contribution), small cells left out.
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ STOP_RESOURCE: Final = "analytics.contribution"
 """The audited resource of a stop."""
 
 ADD_CONTRIBUTION_SQL: Final = """
-INSERT INTO contributions (subject, version, month, changes, registered, data_classes, sources)
+INSERT INTO contributions (
+    subject, version, month, changes, registered, data_classes, sources,
+    age_band, language, channel, visit_months
+)
 SELECT $1, $2, $3,
        $2 - coalesce((SELECT max(version) FROM contributions WHERE subject = $1), 0),
-       $4, $5::text[], $6::text[]
+       $4, $5::text[], $6::text[], $7, $8, $9, $10::date[]
 WHERE NOT EXISTS (SELECT 1 FROM contributions WHERE subject = $1 AND version >= $2)
 """
 """Add a version's contribution, only when newer than every one held (versions decide)."""
@@ -51,7 +56,8 @@ WITH counted AS (
       )
 ),
 latest AS (
-    SELECT DISTINCT ON (subject) subject, data_classes, sources
+    SELECT DISTINCT ON (subject)
+        subject, data_classes, sources, age_band, language, channel, visit_months
     FROM counted ORDER BY subject, version DESC
 )
 """
@@ -87,6 +93,33 @@ FROM latest, unnest(latest.data_classes) AS d
 GROUP BY d HAVING count(*) >= $1 ORDER BY d
 """
 )
+
+VISITS_SQL: Final = (
+    _COUNTED
+    + """
+SELECT m AS month, count(*) AS n
+FROM latest, unnest(latest.visit_months) AS m
+GROUP BY m HAVING count(DISTINCT latest.subject) >= $1 ORDER BY m
+"""
+)
+"""Visits by month (the latest entry lists them all), shown when enough customers visited."""
+
+
+def _by_column(column: str) -> str:
+    """Customers by a category column of their latest contribution (not held: left out)."""
+    return (
+        _COUNTED
+        + f"""
+SELECT {column} AS key, count(*) AS n
+FROM latest WHERE {column} IS NOT NULL
+GROUP BY {column} HAVING count(*) >= $1 ORDER BY {column}
+"""
+    )
+
+
+BY_CHANNEL_SQL: Final = _by_column("channel")
+BY_AGE_BAND_SQL: Final = _by_column("age_band")
+BY_LANGUAGE_SQL: Final = _by_column("language")
 
 
 class AnalyticsStore(SqlViewStore):
@@ -133,6 +166,10 @@ class AnalyticsStore(SqlViewStore):
             contribution.registered,
             list(contribution.data_classes),
             list(contribution.sources),
+            contribution.age_band,
+            contribution.language,
+            contribution.channel,
+            list(contribution.visit_months),
         )
         return status.endswith(" 1")
 
@@ -158,11 +195,19 @@ async def aggregates(conn: Connection, *, min_cell: int = MIN_CELL) -> Aggregate
         changes = await conn.fetch(CHANGES_SQL, min_cell)
         sources = await conn.fetch(BY_SOURCE_SQL, min_cell)
         classes = await conn.fetch(BY_DATA_CLASS_SQL, min_cell)
+        visits = await conn.fetch(VISITS_SQL, min_cell)
+        channels = await conn.fetch(BY_CHANNEL_SQL, min_cell)
+        bands = await conn.fetch(BY_AGE_BAND_SQL, min_cell)
+        languages = await conn.fetch(BY_LANGUAGE_SQL, min_cell)
     return Aggregates(
         customers=customers,
         registrations_per_month={r["month"]: int(r["n"]) for r in registrations},
         changes_per_month={r["month"]: int(r["n"]) for r in changes},
         customers_by_source={r["key"]: int(r["n"]) for r in sources},
         customers_by_data_class={r["key"]: int(r["n"]) for r in classes},
+        visits_per_month={r["month"]: int(r["n"]) for r in visits},
+        customers_by_channel={r["key"]: int(r["n"]) for r in channels},
+        customers_by_age_band={r["key"]: int(r["n"]) for r in bands},
+        customers_by_language={r["key"]: int(r["n"]) for r in languages},
         min_cell=min_cell,
     )

@@ -15,7 +15,11 @@ items and returns the rows to write and the snapshots to publish:
   Kafka order, so the last change wins whatever the timestamps say;
 - every personal value is encrypted with the customer's data key before it leaves the planner
   (`CustomerCipher`); item values exactly like the field of the same name in the
-  `CustomerRecord` snapshot, so a snapshot is assembled from stored ciphertexts.
+  `CustomerRecord` snapshot, so a snapshot is assembled from stored ciphertexts;
+- the snapshot also carries the customer's `AnalyticsFacts` (`analytics_facts`): age band on
+  the day of the snapshot, preferred language, acquisition channel and the month of every
+  visit, from the values set in the batch or, for the rest, the stored ones decrypted (three
+  items and the customer's stored visits, which the caller passes in).
 
 The read side (`build_view`) turns stored rows back into a `CustomerView`: the decrypted current
 entry, how many versions each item has, visits and feedback. Age is derived there, never stored.
@@ -42,7 +46,13 @@ from contracts.intake import (
     GuardianChanged,
     VisitRecorded,
 )
-from contracts.records import PII_CONTEXT, PII_SCHEMA_VERSION, CustomerRecord
+from contracts.records import (
+    PII_CONTEXT,
+    PII_SCHEMA_VERSION,
+    AgeBand,
+    AnalyticsFacts,
+    CustomerRecord,
+)
 from services.common import crypto
 
 if TYPE_CHECKING:
@@ -85,6 +95,22 @@ DEFAULT_SOURCE: Final = "customer"
 VISIT_SOURCE: Final = "service_use"
 """Visits come from the clinic's own service use."""
 _DIGEST_LABEL: Final = b"rekisteri.records.item-digest|v1"
+AGE_BANDS: Final[tuple[tuple[int, AgeBand], ...]] = (
+    (14, "0-14"),
+    (24, "15-24"),
+    (34, "25-34"),
+    (44, "35-44"),
+    (54, "45-54"),
+    (64, "55-64"),
+    (74, "65-74"),
+)
+"""The age bands by their highest age; older is `OLDEST_BAND`."""
+OLDEST_BAND: Final[AgeBand] = "75+"
+LANGUAGES: Final = frozenset({"fi", "sv", "en"})
+ACQUISITION_CHANNELS: Final = frozenset(
+    {"web", "phone", "walk_in", "referral", "campaign", "other"}
+)
+"""The values `AnalyticsFacts` accepts; anything else stored is reported as not held."""
 
 
 class DataClass(StrEnum):
@@ -120,6 +146,9 @@ ITEM_CLASS: Final[Mapping[str, DataClass]] = MappingProxyType(
     | {str(ItemKind.BILLING_REFERENCE): DataClass.BILLING}
 )
 """The data class of each item kind: the billing reference is billing, the rest register."""
+
+FACT_KINDS: Final = (ItemKind.DATE_OF_BIRTH, ItemKind.PREFERRED_LANGUAGE, ItemKind.ACQUISITION)
+"""The items `AnalyticsFacts` are derived from."""
 
 
 class Action(StrEnum):
@@ -305,6 +334,60 @@ def canonical(value: Any) -> str:  # noqa: ANN401 - any JSON-compatible value
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+# --- Analytics facts -------------------------------------------------------------------------
+
+
+def age_on(born: date, on: date) -> int:
+    """Age in whole years on a day (negative when born later)."""
+    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+
+
+def age_band(born: date, on: date) -> AgeBand | None:
+    """The age band on a day; None for a date of birth after that day."""
+    age = age_on(born, on)
+    if age < 0:
+        return None
+    for highest, band in AGE_BANDS:
+        if age <= highest:
+            return band
+    return OLDEST_BAND
+
+
+def _iso_date(value: Any) -> date | None:  # noqa: ANN401 - any decrypted JSON value
+    if not isinstance(value, str):
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def analytics_facts(
+    values: Mapping[str, Any], visit_dates: Iterable[Any], on: date
+) -> AnalyticsFacts:
+    """The analytics facts of a customer, from decrypted values (JSON-compatible).
+
+    Args:
+        values: The current `date_of_birth`, `preferred_language` and `acquisition` (absent or
+            None: not held); a value of an unexpected shape counts as not held.
+        visit_dates: The visit dates (ISO strings); unreadable ones are left out.
+        on: The day the age band is computed for.
+    """
+    born = _iso_date(values.get(ItemKind.DATE_OF_BIRTH))
+    language = values.get(ItemKind.PREFERRED_LANGUAGE)
+    acquisition = values.get(ItemKind.ACQUISITION)
+    channel = acquisition.get("channel") if isinstance(acquisition, dict) else None
+    months = [d.strftime("%Y-%m") for d in map(_iso_date, visit_dates) if d is not None]
+    return AnalyticsFacts.model_validate(
+        {
+            "age_band": age_band(born, on) if born is not None else None,
+            "preferred_language": language if language in LANGUAGES else None,
+            "acquisition_channel": channel if channel in ACQUISITION_CHANNELS else None,
+            "visit_months": sorted(months),
+        }
+    )
+
+
 # --- Crypto, per customer --------------------------------------------------------------------
 
 
@@ -462,6 +545,9 @@ class _Customer:
     current: dict[str, StoredItem]
     correlation_id: UUID | None = None
     new_rows: dict[str, int] = field(default_factory=dict)
+    plain: dict[str, Any] = field(default_factory=dict)
+    stored_visits: list[str] = field(default_factory=list)
+    new_visit_dates: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,6 +583,7 @@ class BatchPlanner:
         customers: The (locked) rows of every customer the batch touches.
         current: The current item versions of those customers.
         ciphers: Each customer's cipher.
+        visits: The stored visits of those customers (for the months in `AnalyticsFacts`).
     """
 
     def __init__(
@@ -504,6 +591,7 @@ class BatchPlanner:
         customers: Mapping[str, CustomerRow],
         current: Iterable[StoredItem],
         ciphers: Mapping[str, CustomerCipher],
+        visits: Iterable[StoredEntry] = (),
     ) -> None:
         self._ciphers = ciphers
         self._state: dict[str, _Customer] = {
@@ -512,6 +600,8 @@ class BatchPlanner:
         }
         for item in current:
             self._state[item.customer_id].current[item.kind] = item
+        for visit in visits:
+            self._state[visit.customer_id].stored_visits.append(visit.body)
         self._plan = BatchPlan()
         self._touched: list[str] = []
 
@@ -556,6 +646,8 @@ class BatchPlanner:
         event_id: UUID,
     ) -> None:
         kind = str(change.kind)
+        if change.kind in FACT_KINDS:
+            state.plain[kind] = change.value
         current = state.current.get(kind)
         if current is not None:
             at = max(at, current.valid_from)
@@ -618,29 +710,69 @@ class BatchPlanner:
             )
         )
         state.classes.add(entry.data_class)
+        if entry.context == VISIT_CONTEXT:
+            state.new_visit_dates.append(entry.content["visit_date"])
 
-    def finish(self) -> BatchPlan:
-        """The plan: rows to write, customers' new versions, one snapshot per customer."""
+    def finish(self, *, at: datetime | None = None) -> BatchPlan:
+        """The plan: rows to write, customers' new versions, one snapshot per customer.
+
+        Args:
+            at: The snapshots' time, which the age bands are computed for (default: now).
+        """
+        moment = _utc(at) if at is not None else datetime.now(UTC)
         for cid in self._touched:
             state = self._state[cid]
             classes = frozenset(state.classes)
             self._plan.customers.append(
                 CustomerUpdate(cid, state.version, state.registered_at, classes)
             )
-            self._plan.snapshots.append(_snapshot(state, classes))
+            facts = self._facts(state, moment.date())
+            self._plan.snapshots.append(_snapshot(state, classes, facts, moment))
         return self._plan
 
+    def _facts(self, state: _Customer, on: date) -> AnalyticsFacts:
+        """The customer's analytics facts: batch values in clear, the rest decrypted."""
+        cipher = self._ciphers[state.row.customer_id]
+        values = {str(k): state.plain[str(k)] for k in FACT_KINDS if str(k) in state.plain}
+        stored = {
+            str(k): state.current[str(k)].value
+            for k in FACT_KINDS
+            if str(k) not in values and str(k) in state.current
+        }
+        if stored:
+            opened = cipher.open_items(stored)
+            values |= {kind: _decoded_or_none(text) for kind, text in opened.items()}
+        dates: list[Any] = []
+        for body in state.stored_visits:
+            content = _decoded_or_none(cipher.open_entry(VISIT_CONTEXT, body))
+            if isinstance(content, dict):
+                dates.append(content.get("visit_date"))
+        dates += state.new_visit_dates
+        return analytics_facts(values, dates, on)
 
-def _snapshot(state: _Customer, classes: frozenset[str]) -> CustomerRecord:
+
+def _decoded_or_none(text: str) -> Any:  # noqa: ANN401 - any JSON-compatible value
+    """A decrypted JSON text's value; None when masked (shredded) or not JSON."""
+    try:
+        return None if text == crypto.SHREDDED else json.loads(text)
+    except json.JSONDecodeError:
+        return None
+
+
+def _snapshot(
+    state: _Customer, classes: frozenset[str], facts: AnalyticsFacts, at: datetime
+) -> CustomerRecord:
     """The `CustomerRecord` of a customer's state: every current item's stored ciphertext."""
     current = sorted(state.current.items())
     fields: dict[str, Any] = {
         "customer_id": state.row.customer_id,
         "version": state.version,
+        "occurred_at": at,
         "registered": state.registered_at is not None,
         "data_classes": tuple(sorted(classes)),
         "sources": {kind: row.source for kind, row in current},
         "pii": {kind: row.value for kind, row in current},
+        "analytics": facts,
     }
     if state.correlation_id is not None:
         fields["correlation_id"] = state.correlation_id
@@ -760,9 +892,7 @@ class CustomerView:
     def age(self, on: date) -> int | None:
         """Age in whole years on a day, derived from the date of birth (never stored)."""
         born = self.date_of_birth
-        if born is None:
-            return None
-        return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+        return age_on(born, on) if born is not None else None
 
 
 def _decoded(text: str) -> Any:  # noqa: ANN401 - any JSON-compatible value

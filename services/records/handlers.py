@@ -4,8 +4,9 @@
 to this service) into its typed command; anything malformed is a `PermanentError` with a
 machine-readable reason, so it is dead-lettered at once and never logged with its content.
 `apply_commands` applies a batch in the caller's transaction: claim the event ids in the inbox,
-lock the customers, plan the changes (`domain.BatchPlanner`), write them, and enqueue one audit
-event per applied command and one `CustomerRecord` snapshot per customer.
+lock the customers, read their current items and stored visits, plan the changes
+(`domain.BatchPlanner`), write them, and enqueue one audit event per applied command and one
+`CustomerRecord` snapshot per customer (with its analytics facts).
 
 The subscriber takes up to `batch_max_records` records per poll and hands them to
 `services.common.batch.process_batch`: the whole batch in one transaction, or, when that fails,
@@ -164,12 +165,13 @@ async def apply_commands(
     customers = await repo.lock_customers([c.customer_id for c in todo])
     existing = [cid for cid, row in customers.items() if row.version > 0]
     current = await repo.current_items(existing)
+    visits = await repo.visits(existing)
     try:
         keys = await repo.data_keys(list(customers))
     except crypto.KeyShreddedError:
         raise PermanentError("customer_erased") from None
     ciphers = {cid: CustomerCipher(keys[cid], cid) for cid in customers}
-    planner = BatchPlanner(customers, current, ciphers)
+    planner = BatchPlanner(customers, current, ciphers, visits)
     try:
         for command in todo:
             planner.apply(command)

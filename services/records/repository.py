@@ -85,6 +85,13 @@ WHERE customer_id = ANY($1::text[]) AND valid_to IS NULL
 """
 """The current item versions of some customers."""
 
+BATCH_VISITS_SQL: Final = """
+SELECT customer_id, event_id, entry, source, data_class, occurred_at
+FROM visits
+WHERE customer_id = ANY($1::text[])
+"""
+"""The stored visits of some customers (their months go into the snapshots' analytics facts)."""
+
 CLOSE_ITEMS_SQL: Final = """
 UPDATE customer_items AS i
 SET valid_to = c.valid_to, closed_by = c.closed_by
@@ -175,6 +182,9 @@ class RegisterRepository(Protocol):
 
     async def current_items(self, customer_ids: Sequence[str]) -> list[StoredItem]:
         """The current item versions of the customers."""
+
+    async def visits(self, customer_ids: Sequence[str]) -> list[StoredEntry]:
+        """The stored visits of the customers."""
 
     async def data_keys(self, customer_ids: Sequence[str]) -> dict[str, crypto.DataKey]:
         """The customers' data keys, created on first use.
@@ -318,6 +328,24 @@ class PostgresRegister:
                 data_class=r["data_class"],
                 valid_from=r["valid_from"],
                 event_id=r["event_id"],
+            )
+            for r in rows
+        ]
+
+    async def visits(self, customer_ids: Sequence[str]) -> list[StoredEntry]:
+        """The stored visits of the customers (one query; none asked: no query)."""
+        if not customer_ids:
+            return []
+        rows = await self.conn.fetch(BATCH_VISITS_SQL, list(customer_ids))
+        return [
+            StoredEntry(
+                customer_id=r["customer_id"],
+                event_id=r["event_id"],
+                context=VISIT_CONTEXT,
+                body=r["entry"],
+                source=r["source"],
+                data_class=r["data_class"],
+                occurred_at=r["occurred_at"],
             )
             for r in rows
         ]
@@ -474,6 +502,11 @@ class FakeRegister:
         """The current item versions of the customers."""
         wanted = set(customer_ids)
         return [i for i in self._items.values() if i.customer_id in wanted and i.current]
+
+    async def visits(self, customer_ids: Sequence[str]) -> list[StoredEntry]:
+        """The stored visits of the customers."""
+        wanted = set(customer_ids)
+        return [e for e in self._entries if e.customer_id in wanted and e.context == VISIT_CONTEXT]
 
     async def data_keys(self, customer_ids: Sequence[str]) -> dict[str, crypto.DataKey]:
         """The customers' keys, created on first use; refused once one is shredded."""

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 import pytest
@@ -141,6 +141,12 @@ def register_entry(cid: str, version: int) -> CustomerRecord:
             "pii": {"name": "Y2lwaGVydGV4dA=="},
             "producer": "records",
             "occurred_at": datetime(2026, 5, 2, tzinfo=UTC),
+            "analytics": {
+                "age_band": "45-54",
+                "preferred_language": "sv",
+                "acquisition_channel": "referral",
+                "visit_months": ["2026-04", "2026-01"],
+            },
         }
     )
 
@@ -240,6 +246,7 @@ class Outcome:
     poison_dlq_consumers: list[str] = field(default_factory=list)
     contributions_later: int = -1
     excluded_later: bool = False
+    facts_before_stop: tuple[Any, ...] = ()
 
 
 async def marketing_view(run: Run, cid: str) -> ViewRow | None:
@@ -263,6 +270,17 @@ async def analytics_held(run: Run, cid: str) -> tuple[int, bool, int]:
             await store.excluded(cid),
             row["version"] if row is not None else 0,
         )
+
+
+async def analytics_facts(run: Run, cid: str) -> tuple[Any, ...]:
+    """The facts of the customer's latest contribution, found by pseudonym."""
+    async with run.pool("analytics").acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT age_band, language, channel, visit_months FROM contributions "
+            "WHERE subject = $1 ORDER BY version DESC LIMIT 1",
+            AnalyticsStore(conn, run.pseudonym_key).key(cid),
+        )
+        return tuple(row.values()) if row is not None else ()
 
 
 async def versions_reached(run: Run, expected: dict[tuple[str, str], int]) -> bool:
@@ -307,6 +325,7 @@ async def outcome(infra: Infra) -> Outcome:  # noqa: PLR0915 - one scenario, tol
         await eventually(
             lambda: contributions_present(run, a, every, poison), what="register entries"
         )
+        facts_before_stop = await analytics_facts(run, a)
         async with run.pool("photos").acquire() as conn:
             for cid, photo_id, klass in (
                 (p, f"{p}.front", PhotoClass.PATIENT_RECORD),
@@ -329,7 +348,7 @@ async def outcome(infra: Infra) -> Outcome:  # noqa: PLR0915 - one scenario, tol
         await run.publish("consent", STATE, poison, b'{"type": "ConsentState", "version": "x"}')
 
         await eventually(lambda: run.answered(m, {"marketing"}), what="marketing's answer")
-        out = Outcome(run, ids, directives)
+        out = Outcome(run, ids, directives, facts_before_stop=facts_before_stop)
         out.marketing_view = await marketing_view(run, m)
         async with run.pool("marketing").acquire() as conn:
             out.marketing_suppressed = {
@@ -422,6 +441,15 @@ def test_unknown_and_stopped_customers_are_not_in_the_audience(outcome: Outcome)
     assert not outcome.contact["poison"]
     assert outcome.ids["m"] not in outcome.audience
     assert outcome.ids["u"] not in outcome.audience
+
+
+def test_analytics_keeps_the_register_entrys_facts_by_pseudonym(outcome: Outcome) -> None:
+    assert outcome.facts_before_stop == (
+        "45-54",
+        "sv",
+        "referral",
+        [date(2026, 1, 1), date(2026, 4, 1)],
+    )
 
 
 def test_analytics_deletes_and_excludes_before_answering(outcome: Outcome) -> None:

@@ -14,7 +14,7 @@ import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -65,6 +65,7 @@ def entry(
     registered: bool = True,
     sources: dict[str, str] | None = None,
     data_classes: tuple[str, ...] = ("customer_register",),
+    facts: dict[str, Any] | None = None,
 ) -> CustomerRecord:
     return CustomerRecord.model_validate(
         {
@@ -75,6 +76,7 @@ def entry(
             "sources": sources if sources is not None else {"name": "customer"},
             "pii": {"name": "Y2lwaGVydGV4dA=="},
             "occurred_at": at or datetime(2026, 3, 14, 9, 30, tzinfo=UTC),
+            "analytics": facts,
         }
     )
 
@@ -108,7 +110,24 @@ def test_a_contribution_keeps_only_clear_metadata() -> None:
     assert c.data_classes == ("customer_register", "patient_record")
     assert not hasattr(c, "pii")
     assert not hasattr(c, "customer_id")
+    assert (c.age_band, c.language, c.channel, c.visit_months) == (None, None, None, ())
     assert month_of(date(2026, 12, 31)) == date(2026, 12, 1)
+
+
+def test_a_contribution_keeps_the_analytics_facts() -> None:
+    facts = {
+        "age_band": "25-34",
+        "preferred_language": "sv",
+        "acquisition_channel": "campaign",
+        "visit_months": ["2026-02", "2025-12", "2026-02"],
+    }
+    c = contribution_of(entry("TC-2", 3, facts=facts))
+    assert (c.age_band, c.language, c.channel) == ("25-34", "sv", "campaign")
+    assert c.visit_months == (date(2025, 12, 1), date(2026, 2, 1), date(2026, 2, 1))
+    # An entry from before the facts existed still decodes (the field is additive).
+    wire = json.loads(entry("TC-2", 3, facts=facts).to_bytes())
+    del wire["analytics"]
+    assert CustomerRecord.model_validate(wire).analytics is None
 
 
 def test_decode_customer_record() -> None:
@@ -271,15 +290,32 @@ async def test_failing_closed_excludes_without_destroying(analytics: Analytics) 
         assert (await aggregates(conn, min_cell=1)).customers == 1
 
 
+def facts(
+    band: str | None, language: str | None, channel: str | None, *months: str
+) -> dict[str, Any]:
+    return {
+        "age_band": band,
+        "preferred_language": language,
+        "acquisition_channel": channel,
+        "visit_months": list(months),
+    }
+
+
 @pytest.mark.real
 async def test_aggregates_count_only_customers_analytics_may_count(analytics: Analytics) -> None:
     march, april = datetime(2026, 3, 5, tzinfo=UTC), datetime(2026, 4, 9, tzinfo=UTC)
     counted = [customer_id(f"A{i}") for i in range(3)]
     objected, unknown, stopped = customer_id("O"), customer_id("U"), customer_id("S")
+    first = {
+        counted[0]: facts("25-34", "fi", "web", "2026-03"),
+        counted[1]: facts("25-34", "sv", "web", "2026-03", "2026-03"),
+        counted[2]: facts("75+", "fi", None),
+    }
     for cid in [*counted, objected, stopped]:
         await analytics.state(cid, 1)
     for cid in [*counted, objected, unknown, stopped]:
-        await analytics.ingest(cid, entry(cid, 1, at=march, sources={"name": "customer"}))
+        f = first.get(cid, facts("0-14", "en", "campaign", "2026-03"))
+        await analytics.ingest(cid, entry(cid, 1, at=march, sources={"name": "customer"}, facts=f))
     await analytics.ingest(
         counted[0],
         entry(
@@ -288,6 +324,7 @@ async def test_aggregates_count_only_customers_analytics_may_count(analytics: An
             at=april,
             sources={"name": "customer", "address": "population_register"},
             data_classes=("customer_register", "patient_record"),
+            facts=facts("35-44", "en", "web", "2026-03", "2026-04"),  # the latest counts
         ),
     )
     await analytics.state(objected, 2, objections=[ObjectionKind.ANALYTICS])
@@ -299,11 +336,23 @@ async def test_aggregates_count_only_customers_analytics_may_count(analytics: An
         assert stats.changes_per_month == {date(2026, 3, 1): 3, date(2026, 4, 1): 3}
         assert stats.customers_by_source == {"customer": 3, "population_register": 1}
         assert stats.customers_by_data_class == {"customer_register": 3, "patient_record": 1}
+        assert stats.visits_per_month == {date(2026, 3, 1): 3, date(2026, 4, 1): 1}
+        assert stats.customers_by_channel == {"web": 2}
+        assert stats.customers_by_age_band == {"35-44": 1, "25-34": 1, "75+": 1}
+        assert list(stats.customers_by_age_band) == ["25-34", "35-44", "75+"]
+        assert stats.customers_by_language == {"en": 1, "fi": 1, "sv": 1}
+        two = await aggregates(conn, min_cell=2)
+        assert two.visits_per_month == {date(2026, 3, 1): 3}  # April: one customer's visit
+        assert two.customers_by_channel == {"web": 2}
+        assert two.customers_by_age_band == {}
+        assert two.customers_by_language == {}
         small = await aggregates(conn)
         assert small.min_cell == MIN_CELL
         assert small.customers == 3
         assert small.registrations_per_month == {}  # 3 < 5: a small cell identifies
         assert small.customers_by_source == {}
+        assert small.visits_per_month == {}
+        assert small.customers_by_channel == {}
 
 
 @pytest.mark.real

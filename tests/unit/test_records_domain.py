@@ -36,7 +36,10 @@ from services.records.domain import (
     CustomerRow,
     DataClass,
     ItemKind,
+    StoredEntry,
     StoredItem,
+    age_band,
+    analytics_facts,
     build_view,
     canonical,
     changes_of,
@@ -124,11 +127,13 @@ def demographics_change(
     )
 
 
-def visit(cid: str, occurred: datetime = T0) -> contract.VisitRecorded:
+def visit(
+    cid: str, occurred: datetime = T0, visit_date: str = "2026-01-14"
+) -> contract.VisitRecorded:
     return contract.VisitRecorded.model_validate(
         envelope(cid, occurred)
         | {
-            "visit_date": "2026-01-14",
+            "visit_date": visit_date,
             "treating_staff": [{"staff_id": "dr.virtanen", "name": "Hammaslääkäri Virtanen"}],
         }
     )
@@ -168,18 +173,21 @@ class Register:
         self.keys: dict[str, crypto.DataKey] = {}
         self.rows: dict[str, CustomerRow] = {}
         self.items: dict[tuple[str, str, int], StoredItem] = {}
+        self.visits: list[StoredEntry] = []
 
-    def apply(self, *commands: Any) -> Any:
+    def apply(self, *commands: Any, now: datetime | None = None) -> Any:
         cids = sorted({c.customer_id for c in commands})
         rows = {cid: self.rows.get(cid, CustomerRow(cid)) for cid in cids}
         current = [i for i in self.items.values() if i.customer_id in rows and i.current]
+        visits = [v for v in self.visits if v.customer_id in rows]
         ciphers = {
             cid: CustomerCipher(self.keys.setdefault(cid, new_key(cid)), cid) for cid in cids
         }
-        planner = BatchPlanner(rows, current, ciphers)
+        planner = BatchPlanner(rows, current, ciphers, visits)
         for command in commands:
             planner.apply(command)
-        plan = planner.finish()
+        plan = planner.finish(at=now)
+        self.visits += [e for e in plan.entries if e.context == "VisitRecorded"]
         for c in plan.closures:
             item = self.items[c.customer_id, c.kind, c.seq]
             assert item.valid_to is None
@@ -411,6 +419,97 @@ def test_visits_and_feedback_are_entries_with_their_classes() -> None:
     (record,) = plan.snapshots
     assert record.data_classes == ("customer_register", "patient_record")
     assert record.version == 3
+
+
+def test_age_bands_are_derived_on_the_day() -> None:
+    on = date(2026, 6, 15)
+    for born, band in (
+        (date(2026, 6, 15), "0-14"),
+        (date(2011, 6, 16), "0-14"),
+        (date(2011, 6, 15), "15-24"),
+        (date(2001, 6, 16), "15-24"),
+        (date(2001, 6, 15), "25-34"),
+        (date(1961, 6, 16), "55-64"),
+        (date(1952, 6, 16), "65-74"),
+        (date(1951, 6, 15), "75+"),
+        (date(1901, 1, 1), "75+"),
+        (date(2026, 6, 16), None),
+    ):
+        assert age_band(born, on) == band, born
+
+
+def test_analytics_facts_keep_only_coarse_categories() -> None:
+    facts = analytics_facts(
+        {
+            "date_of_birth": "1985-07-23",
+            "preferred_language": "sv",
+            "acquisition": {"channel": "referral", "way": CANARY_STREET},
+        },
+        ["2026-03-02", "2025-11-30", "not a date", None, "2026-03-20"],
+        date(2026, 7, 22),
+    )
+    assert facts.model_dump() == {
+        "age_band": "35-44",
+        "preferred_language": "sv",
+        "acquisition_channel": "referral",
+        "visit_months": ("2025-11", "2026-03", "2026-03"),
+    }
+    assert CANARY_STREET not in facts.model_dump_json()
+    odd = analytics_facts(
+        {"date_of_birth": "[shredded]", "preferred_language": "de", "acquisition": "web"},
+        [],
+        date(2026, 7, 22),
+    )
+    assert odd.model_dump() == {
+        "age_band": None,
+        "preferred_language": None,
+        "acquisition_channel": None,
+        "visit_months": (),
+    }
+
+
+def test_snapshots_carry_analytics_facts_from_the_batch_and_from_storage() -> None:
+    reg = Register()
+    cid = customer_id()
+    plan = reg.apply(
+        registration(cid),
+        visit(cid, at(1), visit_date="2026-01-14"),
+        now=datetime(2026, 1, 20, tzinfo=UTC),
+    )
+    (record,) = plan.snapshots
+    assert record.occurred_at == datetime(2026, 1, 20, tzinfo=UTC)
+    assert record.analytics is not None
+    assert record.analytics.model_dump() == {
+        "age_band": "35-44",  # born 1985-07-23: 40 on the day of the snapshot
+        "preferred_language": "fi",
+        "acquisition_channel": "web",
+        "visit_months": ("2026-01",),
+    }
+    assert "spring campaign" not in record.to_bytes().decode()
+    assert "1985" not in record.analytics.model_dump_json()
+    # A later batch: the stored items and visits are read back (decrypted), the new ones added;
+    # the age band moves with the day of the snapshot.
+    plan = reg.apply(
+        visit(cid, at(2), visit_date="2025-12-30"),
+        contact_change(cid, at(3), preferred_language="en"),
+        visit(cid, at(4), visit_date="2026-01-02"),
+        now=datetime(2030, 8, 1, tzinfo=UTC),
+    )
+    (record,) = plan.snapshots
+    assert record.analytics is not None
+    assert record.analytics.model_dump() == {
+        "age_band": "45-54",
+        "preferred_language": "en",
+        "acquisition_channel": "web",
+        "visit_months": ("2025-12", "2026-01", "2026-01"),
+    }
+    # Removing an item in the batch removes its fact; the stored ones still count.
+    plan = reg.apply(demographics_change(cid, at(5), date_of_birth=None))
+    (record,) = plan.snapshots
+    assert record.analytics is not None
+    assert record.analytics.age_band is None
+    assert record.analytics.acquisition_channel == "web"
+    assert len(record.analytics.visit_months) == 3
 
 
 def test_several_customers_get_one_snapshot_each_in_first_seen_order() -> None:

@@ -310,6 +310,21 @@ async def test_visits_and_feedback_are_kept_encrypted_with_their_class(backend: 
     assert record.data_classes == ("billing", "customer_register", "patient_record")
 
 
+async def test_snapshots_count_stored_visits_in_their_analytics_facts(backend: Backend) -> None:
+    cid, other = customer_id(), customer_id()
+    await backend.apply(registration(cid), visit(cid, at(1), visit_date="2025-11-03"))
+    await backend.apply(registration(other), visit(other, at(1), visit_date="2024-02-02"))
+    await backend.apply(feedback(cid, at(2)), visit(cid, at(3), visit_date="2026-01-05"))
+    record = snapshots(await backend.published(), cid)[-1]
+    assert record.analytics is not None
+    assert record.analytics.visit_months == ("2025-11", "2026-01")
+    assert (record.analytics.preferred_language, record.analytics.acquisition_channel) == (
+        "fi",
+        "web",
+    )
+    assert record.analytics.age_band is not None
+
+
 async def test_an_erased_customer_reads_shredded_and_takes_no_commands(backend: Backend) -> None:
     cid = customer_id()
     await backend.apply(registration(cid))
