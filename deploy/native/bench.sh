@@ -9,4 +9,6 @@ cleanup() { if ((was_running == 0)); then bash "$HERE/infra.sh" down; fi; }
 trap cleanup EXIT
 bash "$HERE/infra.sh" up
 set -a; source "$STATE/env"; set +a
+# The fan-out benchmark loads intake at 50% of the rate the intake benchmark just measured.
 .venv/bin/python -m bench.intake "$@"
+.venv/bin/python -m bench.fanout
