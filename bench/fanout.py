@@ -24,7 +24,8 @@ consumer as `operator` (the only reader of dead-letter topics). The probes are J
 `BenchProbe` keyed `bench-probe-<run>`: they count as dead letters in `rekisteri status`, and a
 replay to `privacy.acks.v1` is ignored by every reader (not a `ProcessingStopped`).
 
-Prints p50/p99/max of each and the ratios of the p99s to the raw p99; targets (from the withdrawal's commit, as DESIGN.md defines the fan-out clock; also shown end to end): p99
+Prints p50/p99/max of each and the ratios of the p99s to the raw p99. Targets, judged from the
+withdrawal's commit (DESIGN.md's fan-out clock) and also shown end to end: p99
 <= 1 s and <= 10 times the raw p99. Results go to bench/results/fanout.json.
 """
 
