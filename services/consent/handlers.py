@@ -21,10 +21,8 @@ consent did not issue (the rights service's) and other event types are ignored.
 
 from __future__ import annotations
 
-import binascii
 import json
 import logging
-import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -47,7 +45,7 @@ from contracts.consent import (
     ProcessingStopRequested,
 )
 from contracts.intake import ConsentCaptured
-from contracts.sealing import TopicKey, UnsealError, unseal
+from services.common import commands
 from services.common.kafka import PermanentError, error_reason, is_outage, subscriber_kwargs
 from services.consent.domain import (
     COMMAND_TYPES,
@@ -67,6 +65,7 @@ if TYPE_CHECKING:
     from faststream.message import StreamMessage
     from pydantic import SecretStr
 
+    from contracts.sealing import TopicKey
     from services.common.runtime import ServiceContext
     from services.consent.domain import ConsentCommand, Decision
     from services.consent.repository import ConsentRepository
@@ -78,7 +77,6 @@ SERVICE: Final = "consent"
 """The service name: schema, Kafka principal, consumer group, producer."""
 ACK_TYPE: Final = "ProcessingStopped"
 """The answer type on `privacy.acks.v1` consent counts (others are ignored)."""
-_KEY: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 _DEAD_LETTER_NAMESPACE: Final = uuid.UUID("5f0c2e4a-3b7d-4c1e-9a57-6f3b2d9e8c10")
 
 
@@ -112,32 +110,14 @@ class AckResult:
     latency_ms: int | None = None
 
 
-class TransitKey:
+class TransitKey(commands.TransitKey):
     """The key of `consent.commands.v1`, parsed on first use (building an app parses none)."""
 
     def __init__(self, keys: Mapping[str, SecretStr]) -> None:
-        self._secret = keys.get(COMMANDS_TOPIC)
-        self._key: TopicKey | None = None
-
-    @property
-    def key(self) -> TopicKey:
-        """The topic key that opens sealed commands."""
-        if self._key is None:
-            message = f"topic_keys has no valid key for {COMMANDS_TOPIC}"
-            if self._secret is None:
-                raise RuntimeError(message)
-            try:
-                self._key = TopicKey.from_b64(self._secret.get_secret_value())
-            except (ValueError, binascii.Error):
-                raise RuntimeError(message) from None
-        return self._key
+        super().__init__(keys, COMMANDS_TOPIC)
 
 
-def _record_key(record: ConsumerRecord[Any, Any]) -> str | None:
-    if not isinstance(record.key, bytes):
-        return None
-    text = record.key.decode("utf-8", errors="replace")
-    return text if _KEY.fullmatch(text) else None
+_record_key = commands.record_key
 
 
 def decode_command(record: ConsumerRecord[Any, Any], key: TopicKey) -> ConsentCommand:
@@ -148,30 +128,7 @@ def decode_command(record: ConsumerRecord[Any, Any], key: TopicKey) -> ConsentCo
             `sealed_undecryptable`, `invalid_command` or `key_mismatch`; the reason never
             quotes the content.
     """
-    value = record.value
-    if not value:
-        raise PermanentError("not_json")
-    try:
-        wire = json.loads(value)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise PermanentError("not_json") from None
-    if not isinstance(wire, dict):
-        raise PermanentError("not_object")
-    model = COMMAND_TYPES.get(str(wire.get("type")))
-    if model is None or wire.get("schema_version") != 1:
-        raise PermanentError("unexpected_type")
-    try:
-        document = unseal(wire, key)
-    except UnsealError as exc:
-        raise PermanentError(exc.reason) from None
-    try:
-        command = model.model_validate(document)
-    except ValidationError:
-        # The error's text quotes the input (personal data): keep only a code.
-        raise PermanentError("invalid_command") from None
-    if _record_key(record) != command.customer_id:
-        raise PermanentError("key_mismatch")
-    return command
+    return commands.decode_sealed_command(record, key, COMMAND_TYPES)
 
 
 def decode_ack(record: ConsumerRecord[Any, Any]) -> ProcessingStopped | None:

@@ -15,20 +15,16 @@ record by record so that a poison record is dead-lettered alone.
 
 from __future__ import annotations
 
-import binascii
-import json
 import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from faststream.kafka.annotations import KafkaMessage  # noqa: TC002 - FastStream reads it
-from pydantic import ValidationError
 
 from contracts.audit import AUDIT_TOPIC, AuditEvent
 from contracts.records import CUSTOMER_TOPIC, CustomerRecord
-from contracts.sealing import TopicKey, UnsealError, unseal
-from services.common import crypto
+from services.common import commands, crypto
 from services.common.audit import SERVICE_ROLE
 from services.common.batch import process_batch
 from services.common.kafka import PermanentError, RetryPolicy, subscriber_kwargs
@@ -44,6 +40,7 @@ if TYPE_CHECKING:
     from pydantic import SecretStr
 
     from contracts.envelope import Event
+    from contracts.sealing import TopicKey
     from services.common.runtime import ServiceContext
     from services.records.domain import Applied, RecordsCommand
     from services.records.repository import RegisterRepository
@@ -73,25 +70,11 @@ class BatchResult:
     customers: int
 
 
-class TransitKey:
+class TransitKey(commands.TransitKey):
     """The key of `records.commands.v1`, parsed on first use (building an app parses none)."""
 
     def __init__(self, keys: Mapping[str, SecretStr]) -> None:
-        self._secret = keys.get(COMMANDS_TOPIC)
-        self._key: TopicKey | None = None
-
-    @property
-    def key(self) -> TopicKey:
-        """The topic key that opens sealed commands."""
-        if self._key is None:
-            message = "topic_keys has no valid key for records.commands.v1"
-            if self._secret is None:
-                raise RuntimeError(message)
-            try:
-                self._key = TopicKey.from_b64(self._secret.get_secret_value())
-            except (ValueError, binascii.Error):
-                raise RuntimeError(message) from None
-        return self._key
+        super().__init__(keys, COMMANDS_TOPIC)
 
 
 def decode_command(record: ConsumerRecord[Any, Any], key: TopicKey) -> RecordsCommand:
@@ -102,31 +85,7 @@ def decode_command(record: ConsumerRecord[Any, Any], key: TopicKey) -> RecordsCo
             `sealed_undecryptable`, `invalid_command` or `key_mismatch`; the reason never
             quotes the content.
     """
-    value = record.value
-    if not value:
-        raise PermanentError("not_json")
-    try:
-        wire = json.loads(value)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise PermanentError("not_json") from None
-    if not isinstance(wire, dict):
-        raise PermanentError("not_object")
-    model = COMMAND_TYPES.get(wire.get("type"))  # type: ignore[arg-type]
-    if model is None or wire.get("schema_version") != 1:
-        raise PermanentError("unexpected_type")
-    try:
-        document = unseal(wire, key)
-    except UnsealError as exc:
-        raise PermanentError(exc.reason) from None
-    try:
-        command = model.model_validate(document)
-    except ValidationError:
-        # The error's text quotes the input (personal data): keep only a code.
-        raise PermanentError("invalid_command") from None
-    record_key = record.key.decode("utf-8", errors="replace") if record.key else None
-    if record_key != command.customer_id:
-        raise PermanentError("key_mismatch")
-    return command
+    return commands.decode_sealed_command(record, key, COMMAND_TYPES)
 
 
 def audit_event(applied: Applied) -> AuditEvent:
