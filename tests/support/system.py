@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -25,11 +26,22 @@ from tests.support.infra import REPO_ROOT, Infra
 
 
 def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A TCP port nothing uses right now, below the kernel's ephemeral range.
+
+    A port the kernel hands out (bind to 0) is an ephemeral port: by the time a restarted
+    service binds it again, an outgoing Kafka or Postgres connection may be using it. Ports
+    20000-29999 are never given to outgoing connections (Linux: 32768 and up).
+    """
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(20000, 30000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-29999")
 
 
 @dataclass
