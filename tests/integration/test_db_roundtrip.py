@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from typing import TYPE_CHECKING
-from uuid import uuid4
 
 import asyncpg
 import pytest
@@ -14,6 +13,7 @@ from services.common.db import create_pool, open_pool
 from services.common.migrate import MigrationError, migrate
 from services.common.settings import ServiceSettings
 from tests.support.infra import Infra, find_infra
+from tests.support.pg import scratch_schema
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -33,18 +33,8 @@ def infra() -> Infra:
 
 @pytest.fixture
 async def schema(infra: Infra) -> AsyncIterator[str]:
-    name = f"t_{uuid4().hex[:16]}"
-    admin = await asyncpg.connect(infra.pg_admin_dsn)
-    try:
-        await admin.execute(f"CREATE SCHEMA {name} AUTHORIZATION svc_{SERVICE}")
-    finally:
-        await admin.close()
-    yield name
-    admin = await asyncpg.connect(infra.pg_admin_dsn)
-    try:
-        await admin.execute(f"DROP SCHEMA {name} CASCADE")
-    finally:
-        await admin.close()
+    async with scratch_schema(infra, SERVICE) as name:
+        yield name
 
 
 @pytest.fixture

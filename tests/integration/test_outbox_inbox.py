@@ -13,7 +13,6 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
-import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaTimeoutError
@@ -25,6 +24,7 @@ from services.common.inbox import claim, prune
 from services.common.migrate import migrate
 from services.common.outbox import OutboxError, OutboxRelay, Producer, enqueue, enqueue_event
 from tests.support.infra import Infra, find_infra
+from tests.support.pg import scratch_schema
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -55,18 +55,8 @@ def infra() -> Infra:
 
 @pytest.fixture
 async def schema(infra: Infra) -> AsyncIterator[str]:
-    name = f"t_{uuid4().hex[:16]}"
-    admin = await asyncpg.connect(infra.pg_admin_dsn)
-    try:
-        await admin.execute(f"CREATE SCHEMA {name} AUTHORIZATION svc_{SERVICE}")
-    finally:
-        await admin.close()
-    yield name
-    admin = await asyncpg.connect(infra.pg_admin_dsn)
-    try:
-        await admin.execute(f"DROP SCHEMA {name} CASCADE")
-    finally:
-        await admin.close()
+    async with scratch_schema(infra, SERVICE) as name:
+        yield name
 
 
 @pytest.fixture

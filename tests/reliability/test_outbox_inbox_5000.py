@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 from uuid import UUID, uuid4
 
-import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import ProducerClosed
@@ -45,6 +44,7 @@ from services.common.inbox import claim
 from services.common.migrate import migrate
 from services.common.outbox import OutboxRelay, enqueue
 from tests.support.infra import Infra, find_infra
+from tests.support.pg import scratch_schema
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -123,18 +123,8 @@ def infra() -> Infra:
 
 @pytest.fixture
 async def schema(infra: Infra) -> AsyncIterator[str]:
-    name = f"t_{uuid4().hex[:16]}"
-    admin = await asyncpg.connect(infra.pg_admin_dsn)
-    try:
-        await admin.execute(f"CREATE SCHEMA {name} AUTHORIZATION svc_{SERVICE}")
-    finally:
-        await admin.close()
-    yield name
-    admin = await asyncpg.connect(infra.pg_admin_dsn)
-    try:
-        await admin.execute(f"DROP SCHEMA {name} CASCADE")
-    finally:
-        await admin.close()
+    async with scratch_schema(infra, SERVICE) as name:
+        yield name
 
 
 @pytest.fixture
