@@ -1,4 +1,4 @@
-"""Scratch PostgreSQL schemas isolated, owned by a service role, then dropped."""
+"""Scratch PostgreSQL schemas: isolated, owned by a service role, then dropped."""
 
 from __future__ import annotations
 
