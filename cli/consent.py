@@ -1115,6 +1115,29 @@ def _identify(customer_id: str, staff_id: str | None, role: StaffRole | None) ->
         raise _usage(exc) from None
 
 
+def _change(  # noqa: PLR0913 - the command's identity, actor and delivery, keyword-only
+    change: Change,
+    customer_id: str,
+    staff_id: str | None,
+    role: StaffRole | None,
+    *,
+    actor: Who,
+    actor_id: str | None,
+    wait: float,
+    as_json: bool,
+    **fields: Any,  # noqa: ANN401 - ChangeRequest's own fields, checked by it
+) -> None:
+    """Validate a consent change from the command line, send it and report (the commands' body)."""
+    cid, staff = _identify(customer_id, staff_id, role)
+    try:
+        request = ChangeRequest(
+            change, cid, staff, actor=actor, actor_id=check_actor(actor, actor_id), **fields
+        )
+    except UsageError as exc:
+        raise _usage(exc) from None
+    _run_change(request, wait=wait, as_json=as_json)
+
+
 @consent_app.command("show")
 def show_command(
     customer_id: CustomerArgument,
@@ -1179,25 +1202,23 @@ def give_command(  # noqa: PLR0913, PLR0917 - one parameter per option
     as_json: JsonOption = False,
 ) -> None:
     """Record that the customer gave consent for one purpose (sent through intake)."""
-    cid, staff = _identify(customer_id, staff_id, role)
-    try:
-        request = ChangeRequest(
-            Change.GIVE,
-            cid,
-            staff,
-            purpose=purpose,
-            channel=channel,
-            actor=actor,
-            actor_id=check_actor(actor, actor_id),
-            notice_version=notice_version,
-            notice_id=notice_id,
-            language=language,
-            evidence_ref=evidence,
-            photo_id=photo_id,
-        )
-    except UsageError as exc:
-        raise _usage(exc) from None
-    _run_change(request, wait=wait, as_json=as_json)
+    _change(
+        Change.GIVE,
+        customer_id,
+        staff_id,
+        role,
+        actor=actor,
+        actor_id=actor_id,
+        wait=wait,
+        as_json=as_json,
+        purpose=purpose,
+        channel=channel,
+        notice_version=notice_version,
+        notice_id=notice_id,
+        language=language,
+        evidence_ref=evidence,
+        photo_id=photo_id,
+    )
 
 
 @consent_app.command("withdraw")
@@ -1218,22 +1239,20 @@ def withdraw_command(  # noqa: PLR0913, PLR0917 - one parameter per option
 
     Waits until every service processing the purpose has stopped, or the wait is over.
     """
-    cid, staff = _identify(customer_id, staff_id, role)
-    try:
-        request = ChangeRequest(
-            Change.WITHDRAW,
-            cid,
-            staff,
-            purpose=purpose,
-            channel=channel,
-            actor=actor,
-            actor_id=check_actor(actor, actor_id),
-            evidence_ref=evidence,
-            photo_id=photo_id,
-        )
-    except UsageError as exc:
-        raise _usage(exc) from None
-    _run_change(request, wait=wait, as_json=as_json)
+    _change(
+        Change.WITHDRAW,
+        customer_id,
+        staff_id,
+        role,
+        actor=actor,
+        actor_id=actor_id,
+        wait=wait,
+        as_json=as_json,
+        purpose=purpose,
+        channel=channel,
+        evidence_ref=evidence,
+        photo_id=photo_id,
+    )
 
 
 @consent_app.command("object")
@@ -1254,21 +1273,19 @@ def object_command(  # noqa: PLR0913, PLR0917 - one parameter per option
     Direct marketing (distance selling included) and research objections are absolute.
     Waits until every service concerned has stopped, or the wait is over.
     """
-    cid, staff = _identify(customer_id, staff_id, role)
-    try:
-        request = ChangeRequest(
-            Change.OBJECT,
-            cid,
-            staff,
-            objection=kind,
-            channel=channel,
-            actor=actor,
-            actor_id=check_actor(actor, actor_id),
-            evidence_ref=evidence,
-        )
-    except UsageError as exc:
-        raise _usage(exc) from None
-    _run_change(request, wait=wait, as_json=as_json)
+    _change(
+        Change.OBJECT,
+        customer_id,
+        staff_id,
+        role,
+        actor=actor,
+        actor_id=actor_id,
+        wait=wait,
+        as_json=as_json,
+        objection=kind,
+        channel=channel,
+        evidence_ref=evidence,
+    )
 
 
 @consent_app.command("lift")
@@ -1290,7 +1307,7 @@ def lift_command(  # noqa: PLR0913, PLR0917 - one parameter per option
     as_json: JsonOption = False,
 ) -> None:
     """Lift an objection at the customer's own, explicit request (capturing consent never does)."""
-    cid, staff = _identify(customer_id, staff_id, role)
+    _identify(customer_id, staff_id, role)  # a bad customer number or staff id is told first
     if actor is None:
         raise _usage(
             UsageError(
@@ -1298,18 +1315,16 @@ def lift_command(  # noqa: PLR0913, PLR0917 - one parameter per option
                 "--actor customer or --actor guardian"
             )
         )
-    who = Who(actor.value)
-    try:
-        request = ChangeRequest(
-            Change.LIFT,
-            cid,
-            staff,
-            objection=kind,
-            channel=channel,
-            actor=who,
-            actor_id=check_actor(who, actor_id),
-            evidence_ref=evidence,
-        )
-    except UsageError as exc:
-        raise _usage(exc) from None
-    _run_change(request, wait=wait, as_json=as_json)
+    _change(
+        Change.LIFT,
+        customer_id,
+        staff_id,
+        role,
+        actor=Who(actor.value),
+        actor_id=actor_id,
+        wait=wait,
+        as_json=as_json,
+        objection=kind,
+        channel=channel,
+        evidence_ref=evidence,
+    )
